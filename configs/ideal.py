@@ -1,0 +1,39 @@
+"""Default configuration of the ideal noisy-label experiment (``python -m experiments.ideal``)."""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    # task
+    c.num_classes = 10
+    c.input_dim = 20
+    c.num_target = 200
+    c.num_related = 5000
+    c.num_test = 10000
+    c.corrupt_fraction = 0.75
+    c.corruption = "uniform"  # or "shift": every corrupted label becomes (y + 1) mod C
+    c.model_sees_flag = False  # the flag is an input of the weighting network; optionally of the model too
+    # runs
+    c.methods = ("target_only", "union", "pretrain_finetune", "oracle", "l2rw", "meta_table", "meta_net")
+    c.num_seeds = 5
+    c.seed = 0  # seeds are seed, seed + 1, ..., seed + num_seeds - 1
+    c.train_steps = 4000
+    c.log_every = 500
+    # model and its optimizer
+    c.hidden_sizes = (64,)
+    c.batch_size = 32  # target (and outer) batch
+    c.related_batch_size = 128
+    c.learning_rate = 1e-3
+    c.eps_root = 1e-8  # Adam's eps inside the sqrt: keeps second-order meta-gradients finite
+    c.grad_clip = 0.0  # global-norm clipping of model updates; 0 disables
+    # weighting
+    c.meta_learning_rate = 1e-2
+    c.table_meta_learning_rate = 0.1
+    c.weight_net_hidden = (32,)
+    # any of x, flag, label; with x and label too the net also scores correct examples unevenly (see README)
+    c.weight_net_inputs = ("flag",)
+    c.normalize_weights = True  # w / sum(w) over the related batch
+    c.inner_steps = 1
+    c.target_in_inner = True  # the simulated step also sees the target batch
+    return c

@@ -1,0 +1,1 @@
+"""absl launchers of the metadial experiments (run as ``python -m experiments.NAME``)."""

@@ -1,0 +1,240 @@
+r"""The ideal noisy-label experiment: can meta-learned weights ignore the related task's wrong labels?
+
+    python -m experiments.ideal --config=configs/ideal.py [--config.FIELD=VALUE ...] --workdir=DIR
+
+Writes ``DIR/results.json`` (one record per (method, seed)) and ``DIR/summary.md`` (mean ± std table).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from experiments.common import as_list, check_methods, check_positive, model_optimizer, summary_table, write_outputs
+from metadial.data.ideal import IdealTask, make_ideal_task
+from metadial.metrics import roc_auc
+from metadial.models.mlp import MLPClassifier, accuracy, classification_loss_fn
+from metadial.steps import LearningToReweight, MetaReweighting, PlainTrainer
+from metadial.weighting import MLPScorer, NetWeighting, TableWeighting
+
+METHODS = ("target_only", "union", "pretrain_finetune", "oracle", "l2rw", "meta_table", "meta_net")
+WEIGHTED = ("l2rw", "meta_table", "meta_net")
+NET_INPUTS = ("x", "flag", "label")
+DEVICE_KEYS = ("x", "flag", "y", "id")
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/ideal.py", "Experiment configuration file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder for results.json and summary.md.")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> list[str]:
+    """Checks the config before any training; returns the list of methods."""
+    methods = check_methods(config.methods, METHODS)
+    check_positive(config, ["num_classes", "input_dim", "num_target", "num_related", "num_test", "num_seeds",
+                            "train_steps", "batch_size", "related_batch_size", "learning_rate",
+                            "meta_learning_rate", "table_meta_learning_rate", "inner_steps", "log_every"])
+    inputs = as_list(config.weight_net_inputs)
+    bad_inputs = [i for i in inputs if i not in NET_INPUTS]
+    if bad_inputs or not inputs:
+        raise ValueError(f"config.weight_net_inputs has {bad_inputs or 'nothing'}; allowed: {NET_INPUTS}")
+    if not 0.0 <= config.corrupt_fraction < 1.0:
+        raise ValueError(f"config.corrupt_fraction must be in [0, 1), got {config.corrupt_fraction}")
+    return methods
+
+
+def model_inputs(config) -> Callable[[dict], jax.Array]:
+    if config.model_sees_flag:
+        return lambda b: jnp.concatenate([b["x"], b["flag"][:, None]], axis=-1)
+    return lambda b: b["x"]
+
+
+def weight_net_inputs(config) -> Callable[[dict], jax.Array]:
+    parts = {
+        "x": lambda b: b["x"],
+        "flag": lambda b: b["flag"][:, None],
+        "label": lambda b: jax.nn.one_hot(b["y"], config.num_classes),
+    }
+    chosen = [parts[name] for name in as_list(config.weight_net_inputs)]
+    return lambda b: jnp.concatenate([f(b) for f in chosen], axis=-1)
+
+
+def sample(data: dict[str, jax.Array], key: jax.Array, batch_size: int) -> dict[str, jax.Array]:
+    """A batch drawn uniformly with replacement from ``data``."""
+    n = data["y"].shape[0]
+    idx = jax.random.randint(key, (batch_size,), 0, n)
+    return {k: v[idx] for k, v in data.items()}
+
+
+class MethodProgram:
+    """The jit-compiled training step of one method, built once and reused for every seed."""
+
+    def __init__(self, method: str, config: ml_collections.ConfigDict):
+        self.method, self.config = method, config
+        self.module = MLPClassifier(config.num_classes, tuple(config.hidden_sizes))
+        self.inputs_fn = model_inputs(config)
+        self.loss_fn = classification_loss_fn(self.module, self.inputs_fn)
+        optimizer = model_optimizer(config.learning_rate, config.eps_root, config.grad_clip)
+        self.weighting = None
+        if method in ("meta_table", "meta_net"):
+            if method == "meta_table":
+                self.weighting = TableWeighting(config.num_related)
+                meta_opt = optax.adam(config.table_meta_learning_rate)
+            else:
+                self.weighting = NetWeighting(MLPScorer(tuple(config.weight_net_hidden)), weight_net_inputs(config))
+                meta_opt = optax.adam(config.meta_learning_rate)
+            self.trainer = MetaReweighting(
+                self.loss_fn, self.weighting, optimizer, meta_opt,
+                inner_steps=config.inner_steps, target_in_inner=config.target_in_inner,
+                normalize=config.normalize_weights,
+            )
+        elif method == "l2rw":
+            self.trainer = LearningToReweight(self.loss_fn, optimizer)
+        else:
+            self.trainer = PlainTrainer(self.loss_fn, optimizer)
+        self.train_step = jax.jit(self._train_step, static_argnames="phase")
+
+    def init(self, key: jax.Array, data: dict[str, dict[str, jax.Array]]):
+        k_model, k_meta = jax.random.split(key)
+        example = sample(data["target"], k_model, 1)
+        params = self.module.init(k_model, self.inputs_fn(example))
+        if self.weighting is None:
+            return self.trainer.init(params)
+        meta_params = self.weighting.init(k_meta, sample(data["related"], k_meta, 1))
+        return self.trainer.init(params, meta_params)
+
+    def _train_step(self, state, key, data, phase: str = "main"):
+        c = self.config
+        k_t, k_r, k_o = jax.random.split(key, 3)
+        target = sample(data["target"], k_t, c.batch_size)
+        if self.method == "target_only" or (self.method == "pretrain_finetune" and phase == "finetune"):
+            return self.trainer.step(state, target)
+        related_pool = data["related_correct"] if self.method == "oracle" else data["related"]
+        related = sample(related_pool, k_r, c.related_batch_size)
+        if self.method == "pretrain_finetune":
+            return self.trainer.step(state, related)
+        if self.method in ("union", "oracle"):
+            return self.trainer.step(state, target, related)
+        return self.trainer.step(state, target, related, sample(data["target"], k_o, c.batch_size))
+
+    def related_weights(self, state, key: jax.Array, data) -> np.ndarray | None:
+        """The learned weight of every related example (None for unweighted methods).
+
+        For l2rw the weights are recomputed at the final parameters over shuffled batches of the training
+        batch size and scaled by that size (so a batch's weights average 1).
+        """
+        if self.method in ("meta_table", "meta_net"):
+            return np.asarray(self.weighting.weights(state.meta_params, data["related"]))
+        if self.method != "l2rw":
+            return None
+        b = self.config.related_batch_size
+        n = data["related"]["y"].shape[0]
+        k_perm, key = jax.random.split(key)
+        order = np.asarray(jax.random.permutation(k_perm, n))
+        order = np.concatenate([order, order[: (-n) % b]])  # pad to whole batches
+        weights_fn = jax.jit(self.trainer.example_weights)
+        out = np.zeros(n, np.float32)
+        for start in range(len(order) - b, -1, -b):  # backwards, so the padded copies are overwritten
+            key, k_t, k_o = jax.random.split(key, 3)
+            idx = order[start:start + b]
+            batch = {k: v[idx] for k, v in data["related"].items()}
+            w = weights_fn(state, sample(data["target"], k_t, self.config.batch_size), batch,
+                           sample(data["target"], k_o, self.config.batch_size))
+            out[idx] = np.asarray(w) * b
+        return out
+
+
+def device_data(task: IdealTask) -> dict[str, dict[str, jax.Array]]:
+    pick = lambda split, mask=None: {k: jnp.asarray(split[k] if mask is None else split[k][mask]) for k in DEVICE_KEYS}
+    return {
+        "target": pick(task.target),
+        "related": pick(task.related),
+        "related_correct": pick(task.related, task.related["correct"]),
+    }
+
+
+def run_one(program: MethodProgram, task: IdealTask, seed: int) -> dict[str, Any]:
+    """Trains one method on one seed's task; returns its results record."""
+    c = program.config
+    data = device_data(task)
+    key = jax.random.PRNGKey(seed)
+    k_init, k_train, k_eval = jax.random.split(key, 3)
+    state = program.init(k_init, data)
+    start = time.time()
+    for step in range(c.train_steps):
+        phase = "finetune" if program.method == "pretrain_finetune" and step >= c.train_steps // 2 else "main"
+        state, metrics = program.train_step(state, jax.random.fold_in(k_train, step), data, phase=phase)
+        if (step + 1) % c.log_every == 0 or step + 1 == c.train_steps:
+            shown = ", ".join(f"{k}={float(v):.4f}" for k, v in metrics.items())
+            logging.info("%s seed=%d step %d/%d (%.0f steps/s): %s", program.method, seed, step + 1,
+                         c.train_steps, (step + 1) / (time.time() - start), shown)
+            if not all(np.isfinite(float(v)) for v in metrics.values()):
+                raise FloatingPointError(f"{program.method} seed={seed}: non-finite metrics at step {step + 1}: {shown}")
+    test = {k: jnp.asarray(task.test[k]) for k in DEVICE_KEYS}
+    test_acc = float(accuracy(program.module, state.params, program.inputs_fn(test), test["y"]))
+    record = {"method": program.method, "seed": seed, "test_accuracy": test_acc, "weight_auc": None,
+              "mean_weight_correct": None, "mean_weight_corrupted": None}
+    weights = program.related_weights(state, k_eval, data)
+    if weights is not None:
+        correct = task.related["correct"]
+        record["weight_auc"] = roc_auc(weights, correct)
+        record["mean_weight_correct"] = float(weights[correct].mean()) if correct.any() else None
+        record["mean_weight_corrupted"] = float(weights[~correct].mean()) if (~correct).any() else None
+    return record
+
+
+SUMMARY_COLUMNS = [
+    ("test_accuracy", "test accuracy (%)", 100.0, 1),
+    ("weight_auc", "weight AUC", 1.0, 3),
+    ("mean_weight_correct", "mean weight, correct", 1.0, 3),
+    ("mean_weight_corrupted", "mean weight, corrupted", 1.0, 3),
+]
+
+
+def summarize(records: list[dict], config) -> str:
+    head = (f"Ideal task: {config.num_classes} classes, {config.num_target} target / {config.num_related} related "
+            f"({config.corrupt_fraction:.0%} {config.corruption} wrong labels) / {config.num_test} test examples, "
+            f"{config.train_steps} steps; mean ± std over seeds.\n\n")
+    return head + summary_table(records, ["method"], SUMMARY_COLUMNS)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | None) -> list[dict]:
+    """Runs every method × seed of the config; writes results after each run if ``workdir`` is set."""
+    methods = validate_config(config)
+    records: list[dict] = []
+    tasks = {}
+    for method in methods:
+        program = MethodProgram(method, config)
+        for seed in range(config.seed, config.seed + config.num_seeds):
+            if seed not in tasks:
+                tasks[seed] = make_ideal_task(
+                    jax.random.PRNGKey(10_000 + seed), num_classes=config.num_classes, input_dim=config.input_dim,
+                    num_target=config.num_target, num_related=config.num_related, num_test=config.num_test,
+                    corrupt_fraction=config.corrupt_fraction, corruption=config.corruption)
+            t0 = time.time()
+            record = run_one(program, tasks[seed], seed)
+            record["wall_seconds"] = round(time.time() - t0, 2)
+            records.append(record)
+            logging.info("done %s", record)
+            if workdir:
+                write_outputs(workdir, records, summarize(records, config))
+    return records
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not _WORKDIR.value:
+        raise app.UsageError("--workdir is required")
+    run(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,1 @@
+"""Data sets: the synthetic ideal task and the bAbI dialog readers."""

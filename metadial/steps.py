@@ -1,0 +1,287 @@
+"""Functional training steps: plain, meta-learned example weights, and learning-to-reweight.
+
+The model is given only through ``loss_fn(params, batch) -> (B,)`` per-example losses, so the steps work
+with any Flax/haiku/plain-JAX model. Every optimizer is an ``optax.GradientTransformation``.
+
+Each class's ``step`` is a pure function of (state, batches); wrap it with ``jax.jit`` once (``jit_step``)
+and call it every step: shapes are static, so it traces once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from metadial.weighting import Batch, PyTree, Weighting
+
+LossFn = Callable[[PyTree, Batch], jax.Array]
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Model parameters and their optimizer state."""
+
+    step: jax.Array
+    params: PyTree
+    opt_state: PyTree
+
+
+class MetaState(flax.struct.PyTreeNode):
+    """Model and weighting parameters, both optimizer states."""
+
+    step: jax.Array
+    params: PyTree
+    opt_state: PyTree
+    meta_params: PyTree
+    meta_opt_state: PyTree
+
+
+def weighted_mean(losses: jax.Array, weights: jax.Array, normalize: bool) -> jax.Array:
+    """``mean(w * l)``, or ``sum(w * l) / sum(w)`` when ``normalize`` (as in learning-to-reweight)."""
+    if normalize:
+        return jnp.sum(weights * losses) / jnp.sum(weights)
+    return jnp.mean(weights * losses)
+
+
+def mean_loss(loss_fn: LossFn, params: PyTree, batch: Batch) -> jax.Array:
+    return jnp.mean(loss_fn(params, batch))
+
+
+def _check_losses(losses: jax.Array) -> None:
+    if losses.ndim != 1:
+        raise ValueError(f"loss_fn must return per-example losses of shape (B,), got shape {losses.shape}")
+
+
+def inner_objective(
+    loss_fn: LossFn,
+    params: PyTree,
+    weights: jax.Array,
+    target_batch: Batch,
+    related_batch: Batch,
+    include_target: bool,
+    normalize: bool,
+) -> jax.Array:
+    """The weighted related loss, plus the mean target loss when ``include_target``."""
+    related_losses = loss_fn(params, related_batch)
+    _check_losses(related_losses)
+    loss = weighted_mean(related_losses, weights, normalize)
+    if include_target:
+        loss = loss + mean_loss(loss_fn, params, target_batch)
+    return loss
+
+
+def optimizer_steps(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    params: PyTree,
+    opt_state: PyTree,
+    weights: jax.Array,
+    target_batch: Batch,
+    related_batch: Batch,
+    *,
+    num_steps: int = 1,
+    include_target: bool = False,
+    normalize: bool = False,
+    remat: bool = False,
+) -> tuple[PyTree, PyTree]:
+    """``num_steps`` optax updates on the inner objective (same batches each step), differentiable in
+    ``weights``. ``remat`` recomputes each step's activations in the backward pass (``jax.checkpoint``)."""
+
+    def one_step(carry, _):
+        p, s = carry
+        grads = jax.grad(inner_objective, argnums=1)(
+            loss_fn, p, weights, target_batch, related_batch, include_target, normalize
+        )
+        updates, s = optimizer.update(grads, s, p)
+        return (optax.apply_updates(p, updates), s), None
+
+    if remat:
+        one_step = jax.checkpoint(one_step)
+    if num_steps == 1:
+        (params, opt_state), _ = one_step((params, opt_state), None)
+        return params, opt_state
+    (params, opt_state), _ = jax.lax.scan(one_step, (params, opt_state), None, length=num_steps)
+    return params, opt_state
+
+
+@dataclasses.dataclass(frozen=True)
+class PlainTrainer:
+    """Unweighted training: the loss is the sum over the given batches of each batch's mean loss."""
+
+    loss_fn: LossFn
+    optimizer: optax.GradientTransformation
+
+    def init(self, params: PyTree) -> TrainState:
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.optimizer.init(params))
+
+    def step(self, state: TrainState, *batches: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        if not batches:
+            raise ValueError("PlainTrainer.step needs at least one batch")
+
+        def total_loss(params):
+            return sum(mean_loss(self.loss_fn, params, b) for b in batches)
+
+        loss, grads = jax.value_and_grad(total_loss)(state.params)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        new_state = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
+        return new_state, {"train_loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+    def jit_step(self) -> Callable:
+        return jax.jit(self.step)
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaReweighting:
+    """Meta-learned per-example weights of the related task (one step = meta update + model update).
+
+    Each ``step(state, target_batch, related_batch, outer_batch)``:
+
+    1. simulates ``inner_steps`` optax updates of the model on ``w * related loss`` (plus the target loss
+       if ``target_in_inner``), with ``w = weighting.weights(meta_params, related_batch)``;
+    2. takes the outer loss = mean target loss on ``outer_batch`` at the simulated parameters, and its exact
+       (second-order) gradient w.r.t. the meta-parameters through the optax updates;
+    3. updates the meta-parameters with ``meta_optimizer`` (via the weighting scheme);
+    4. makes the model's real update with the new weights on the weighted related loss, plus the target
+       loss if ``target_in_update``.
+
+    With Adam as the inner optimizer, use ``eps_root > 0`` (e.g. ``optax.adam(lr, eps_root=1e-8)``):
+    ``sqrt`` has an infinite derivative at 0, so parameters with zero gradient make NaN meta-gradients.
+    """
+
+    loss_fn: LossFn
+    weighting: Weighting
+    optimizer: optax.GradientTransformation
+    meta_optimizer: optax.GradientTransformation
+    inner_steps: int = 1
+    target_in_inner: bool = False
+    target_in_update: bool = True
+    normalize: bool = False
+    remat: bool = False
+
+    def __post_init__(self):
+        if self.inner_steps < 1:
+            raise ValueError(f"inner_steps must be >= 1, got {self.inner_steps}")
+
+    def init(self, params: PyTree, meta_params: PyTree) -> MetaState:
+        return MetaState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=self.optimizer.init(params),
+            meta_params=meta_params,
+            meta_opt_state=self.weighting.init_meta_opt_state(self.meta_optimizer, meta_params),
+        )
+
+    def outer_loss(
+        self, meta_params: PyTree, state: MetaState, target_batch: Batch, related_batch: Batch, outer_batch: Batch
+    ) -> jax.Array:
+        """Mean target loss on ``outer_batch`` after the simulated inner update(s)."""
+        weights = self.weighting.weights(meta_params, related_batch)
+        params, _ = optimizer_steps(
+            self.loss_fn,
+            self.optimizer,
+            state.params,
+            state.opt_state,
+            weights,
+            target_batch,
+            related_batch,
+            num_steps=self.inner_steps,
+            include_target=self.target_in_inner,
+            normalize=self.normalize,
+            remat=self.remat,
+        )
+        return mean_loss(self.loss_fn, params, outer_batch)
+
+    def meta_gradient(
+        self, state: MetaState, target_batch: Batch, related_batch: Batch, outer_batch: Batch
+    ) -> tuple[jax.Array, PyTree]:
+        """Returns ``(outer loss, d outer loss / d meta_params)``."""
+        return jax.value_and_grad(self.outer_loss)(state.meta_params, state, target_batch, related_batch, outer_batch)
+
+    def step(
+        self, state: MetaState, target_batch: Batch, related_batch: Batch, outer_batch: Batch
+    ) -> tuple[MetaState, dict[str, jax.Array]]:
+        outer, meta_grads = self.meta_gradient(state, target_batch, related_batch, outer_batch)
+        meta_params, meta_opt_state = self.weighting.apply_meta_update(
+            self.meta_optimizer, meta_grads, state.meta_opt_state, state.meta_params, related_batch
+        )
+        weights = jax.lax.stop_gradient(self.weighting.weights(meta_params, related_batch))
+        loss, grads = jax.value_and_grad(inner_objective, argnums=1)(
+            self.loss_fn, state.params, weights, target_batch, related_batch, self.target_in_update, self.normalize
+        )
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        new_state = MetaState(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            opt_state=opt_state,
+            meta_params=meta_params,
+            meta_opt_state=meta_opt_state,
+        )
+        metrics = {
+            "train_loss": loss,
+            "outer_loss": outer,
+            "mean_weight": jnp.mean(weights),
+            "meta_grad_norm": optax.tree.norm(meta_grads),
+        }
+        return new_state, metrics
+
+    def jit_step(self) -> Callable:
+        return jax.jit(self.step)
+
+
+@dataclasses.dataclass(frozen=True)
+class LearningToReweight:
+    """Learning to reweight (Ren et al., 2018): fresh weights every step, no persistent meta-parameters.
+
+    The weights are ``max(-g, 0)`` normalised to sum to 1 over the batch, where ``g`` is the gradient of
+    the outer loss (target loss on ``outer_batch`` after one optax step on ``sum_i eps_i * l_i``) w.r.t.
+    ``eps`` at ``eps = 0``. The look-ahead uses the model's own optimizer and state; Ren et al. used SGD.
+    """
+
+    loss_fn: LossFn
+    optimizer: optax.GradientTransformation
+    target_in_update: bool = True
+
+    def init(self, params: PyTree) -> TrainState:
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.optimizer.init(params))
+
+    def example_weights(
+        self, state: TrainState, target_batch: Batch, related_batch: Batch, outer_batch: Batch
+    ) -> jax.Array:
+        """Returns the ``(B,)`` weights of the related batch, non-negative, summing to 1 (or all 0)."""
+        batch_size = jax.tree_util.tree_leaves(related_batch)[0].shape[0]
+
+        def outer(eps):
+            params, _ = optimizer_steps(
+                self.loss_fn, self.optimizer, state.params, state.opt_state, eps, target_batch, related_batch,
+                num_steps=1, include_target=False, normalize=False,
+            )
+            return mean_loss(self.loss_fn, params, outer_batch)
+
+        eps = jnp.zeros((batch_size,), jnp.result_type(float))
+        raw = jnp.maximum(-jax.grad(outer)(eps), 0.0)
+        total = jnp.sum(raw)
+        return jnp.where(total > 0, raw / jnp.where(total > 0, total, 1.0), 0.0)
+
+    def step(
+        self, state: TrainState, target_batch: Batch, related_batch: Batch, outer_batch: Batch
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        weights = jax.lax.stop_gradient(self.example_weights(state, target_batch, related_batch, outer_batch))
+
+        def total_loss(params):
+            # weights sum to 1 (or are all 0), so the weighted sum is already a weighted mean.
+            loss = jnp.sum(weights * self.loss_fn(params, related_batch))
+            if self.target_in_update:
+                loss = loss + mean_loss(self.loss_fn, params, target_batch)
+            return loss
+
+        loss, grads = jax.value_and_grad(total_loss)(state.params)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        new_state = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
+        return new_state, {"train_loss": loss, "mean_weight": jnp.mean(weights), "grad_norm": optax.tree.norm(grads)}
+
+    def jit_step(self) -> Callable:
+        return jax.jit(self.step)

@@ -1,0 +1,130 @@
+"""Weighting schemes: meta-parameters + a related batch -> one weight in (0, 1) per example.
+
+Every scheme has the same interface (:class:`Weighting`):
+
+* ``init(key, related_batch)`` makes the meta-parameters;
+* ``logits(meta_params, related_batch)`` gives a ``(B,)`` score ``s_i``; ``weights`` is ``sigmoid(s_i)``;
+* ``init_meta_opt_state`` / ``apply_meta_update`` own the meta-parameters' optax update, so a scheme can
+  update its parameters in its own way (the table updates only the rows of the batch).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+Batch = dict[str, Any]
+PyTree = Any
+
+
+class Weighting(abc.ABC):
+    """Maps meta-parameters and a related batch to per-example weights ``sigmoid(logits)``."""
+
+    @abc.abstractmethod
+    def init(self, key: jax.Array, related_batch: Batch) -> PyTree:
+        """Returns fresh meta-parameters."""
+
+    @abc.abstractmethod
+    def logits(self, meta_params: PyTree, related_batch: Batch) -> jax.Array:
+        """Returns the ``(B,)`` unnormalised scores of the batch's examples."""
+
+    def weights(self, meta_params: PyTree, related_batch: Batch) -> jax.Array:
+        """Returns the ``(B,)`` weights, each in (0, 1)."""
+        return jax.nn.sigmoid(self.logits(meta_params, related_batch))
+
+    def init_meta_opt_state(self, meta_optimizer: optax.GradientTransformation, meta_params: PyTree) -> PyTree:
+        return meta_optimizer.init(meta_params)
+
+    def apply_meta_update(
+        self,
+        meta_optimizer: optax.GradientTransformation,
+        meta_grads: PyTree,
+        meta_opt_state: PyTree,
+        meta_params: PyTree,
+        related_batch: Batch,
+    ) -> tuple[PyTree, PyTree]:
+        """One optax update of the meta-parameters; returns ``(meta_params, meta_opt_state)``."""
+        updates, meta_opt_state = meta_optimizer.update(meta_grads, meta_opt_state, meta_params)
+        return optax.apply_updates(meta_params, updates), meta_opt_state
+
+
+@dataclasses.dataclass(frozen=True)
+class TableWeighting(Weighting):
+    """One free logit per related example, looked up by the integer id in ``batch[id_key]``.
+
+    The meta-optimizer runs independently per row (its state is kept per row, vmapped), and a step
+    updates only the rows whose ids are in the batch: a dense Adam would keep moving rows that got no
+    gradient through its momentum, and its step count would not match how often a row was seen.
+    Transforms that couple rows (e.g. ``clip_by_global_norm``) therefore act per row here.
+    """
+
+    num_examples: int
+    id_key: str = "id"
+    init_logit: float = 0.0
+
+    def __post_init__(self):
+        if self.num_examples <= 0:
+            raise ValueError(f"TableWeighting.num_examples must be positive, got {self.num_examples}")
+
+    def init(self, key: jax.Array, related_batch: Batch) -> jax.Array:
+        del key, related_batch
+        return jnp.zeros((self.num_examples,)) + self.init_logit
+
+    def logits(self, meta_params: jax.Array, related_batch: Batch) -> jax.Array:
+        return meta_params[related_batch[self.id_key]]
+
+    def init_meta_opt_state(self, meta_optimizer, meta_params):
+        return jax.vmap(meta_optimizer.init)(meta_params)
+
+    def apply_meta_update(self, meta_optimizer, meta_grads, meta_opt_state, meta_params, related_batch):
+        ids = related_batch[self.id_key]
+        take = lambda tree: jax.tree_util.tree_map(lambda leaf: leaf[ids], tree)
+        rows = meta_params[ids]
+        # meta_grads is the dense gradient, so repeated ids see the same summed gradient and the same state:
+        # their updated rows are identical and the scatter below is well defined.
+        updates, new_state_rows = jax.vmap(meta_optimizer.update)(meta_grads[ids], take(meta_opt_state), rows)
+        new_params = meta_params.at[ids].set(rows + updates)
+        new_state = jax.tree_util.tree_map(lambda full, part: full.at[ids].set(part), meta_opt_state, new_state_rows)
+        return new_params, new_state
+
+
+class MLPScorer(nn.Module):
+    """A small MLP that maps a feature vector per example to one scalar score."""
+
+    hidden_sizes: Sequence[int] = (32,)
+
+    @nn.compact
+    def __call__(self, features: jax.Array) -> jax.Array:
+        h = features
+        for size in self.hidden_sizes:
+            h = nn.relu(nn.Dense(size)(h))
+        return nn.Dense(1)(h)[..., 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class NetWeighting(Weighting):
+    """A Flax module that scores each example from ``inputs_fn(batch)``; weight = sigmoid(score).
+
+    ``inputs_fn`` returns the module's positional input (or a tuple of them), so the same class serves an
+    MLP over feature vectors and a memory network over (memory, query).
+    """
+
+    module: nn.Module
+    inputs_fn: Callable[[Batch], Any]
+
+    def _inputs(self, batch: Batch) -> tuple:
+        inputs = self.inputs_fn(batch)
+        return inputs if isinstance(inputs, tuple) else (inputs,)
+
+    def init(self, key: jax.Array, related_batch: Batch) -> PyTree:
+        return self.module.init(key, *self._inputs(related_batch))
+
+    def logits(self, meta_params: PyTree, related_batch: Batch) -> jax.Array:
+        scores = self.module.apply(meta_params, *self._inputs(related_batch))
+        return jnp.reshape(scores, (-1,))

@@ -1,0 +1,120 @@
+"""The meta-gradient of the jit-compiled step against finite differences and a hand-written unroll."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from metadial import MetaReweighting, MLPScorer, NetWeighting, TableWeighting
+from tests import tiny
+
+LR = 0.1
+B1, B2, EPS, EPS_ROOT = 0.9, 0.999, 1e-8, 1e-8
+
+INNER_OPTIMIZERS = {
+    "sgd": lambda: optax.sgd(LR),
+    "adam": lambda: optax.adam(LR, b1=B1, b2=B2, eps=EPS, eps_root=EPS_ROOT),
+    "clip_adam": lambda: optax.chain(optax.clip_by_global_norm(0.5), optax.adam(LR, eps_root=EPS_ROOT)),
+}
+
+
+def make_weighting(kind):
+    if kind == "table":
+        return TableWeighting(tiny.NUM_RELATED)
+    return NetWeighting(MLPScorer(hidden_sizes=(4,)), lambda b: jnp.concatenate([b["x"], b["y"][:, None] * 1.0], -1))
+
+
+def setup(kind, optimizer_name, inner_steps, target_in_inner=False, normalize=False):
+    """A learner and a state whose optimizer state has seen two real updates (so Adam's moments are not 0)."""
+    target, related, outer = tiny.make_batches()
+    weighting = make_weighting(kind)
+    learner = MetaReweighting(
+        tiny.loss_fn, weighting, INNER_OPTIMIZERS[optimizer_name](), optax.sgd(1.0),
+        inner_steps=inner_steps, target_in_inner=target_in_inner, normalize=normalize,
+    )
+    meta_params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), weighting.init(jax.random.PRNGKey(1), related))
+    if kind == "table":
+        meta_params = jax.random.normal(jax.random.PRNGKey(2), meta_params.shape)
+    state = learner.init(tiny.make_params(jax.random.PRNGKey(3)), meta_params)
+    for seed in (5, 6):
+        t, r, o = tiny.make_batches(seed)
+        state = learner.step(state, t, r, o)[0]
+    return learner, state, (target, related, outer)
+
+
+def central_difference(fn, x, h=1e-6):
+    flat, unravel = ravel_pytree(x)
+    fn = jax.jit(fn)
+    grad = np.zeros(flat.shape)
+    for i in range(flat.size):
+        e = jnp.zeros_like(flat).at[i].set(h)
+        grad[i] = (fn(unravel(flat + e)) - fn(unravel(flat - e))) / (2 * h)
+    return grad
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12)
+
+
+@pytest.mark.parametrize("kind", ["table", "net"])
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam", "clip_adam"])
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_step_meta_gradient_matches_finite_differences(kind, optimizer_name, inner_steps):
+    with jax.enable_x64(True):
+        learner, state, (target, related, outer) = setup(kind, optimizer_name, inner_steps)
+        new_state, _ = jax.jit(learner.step)(state, target, related, outer)
+        # the meta-optimizer is sgd(1.0), so the step moved the meta-parameters by exactly -gradient
+        step_grad = -(ravel_pytree(new_state.meta_params)[0] - ravel_pytree(state.meta_params)[0])
+        fd = central_difference(lambda m: learner.outer_loss(m, state, target, related, outer), state.meta_params)
+        assert np.abs(fd).max() > 1e-6  # the check is not vacuous
+        assert rel_err(step_grad, fd) < 1e-4
+
+
+@pytest.mark.parametrize("options", [dict(target_in_inner=True), dict(normalize=True)])
+def test_meta_gradient_options_match_finite_differences(options):
+    with jax.enable_x64(True):
+        learner, state, (target, related, outer) = setup("net", "adam", 1, **options)
+        _, grad = jax.jit(learner.meta_gradient)(state, target, related, outer)
+        fd = central_difference(lambda m: learner.outer_loss(m, state, target, related, outer), state.meta_params)
+        assert rel_err(ravel_pytree(grad)[0], fd) < 1e-4
+
+
+def hand_unrolled_outer_loss(optimizer_name, inner_steps, weights_of, meta_params, state, batches):
+    """The outer loss written out by hand: K plain SGD or Adam steps on the weighted related loss."""
+    _, related, outer = batches
+    params = state.params
+    if optimizer_name == "adam":
+        mu, nu, count = state.opt_state[0].mu, state.opt_state[0].nu, state.opt_state[0].count
+    w = weights_of(meta_params)
+    for _ in range(inner_steps):
+        g = jax.grad(lambda p: jnp.mean(w * tiny.loss_fn(p, related)))(params)
+        if optimizer_name == "sgd":
+            params = jax.tree_util.tree_map(lambda p, gi: p - LR * gi, params, g)
+        else:
+            count = count + 1
+            mu = jax.tree_util.tree_map(lambda m, gi: B1 * m + (1 - B1) * gi, mu, g)
+            nu = jax.tree_util.tree_map(lambda v, gi: B2 * v + (1 - B2) * gi**2, nu, g)
+            params = jax.tree_util.tree_map(
+                lambda p, m, v: p - LR * (m / (1 - B1**count)) / (jnp.sqrt(v / (1 - B2**count) + EPS_ROOT) + EPS),
+                params, mu, nu)
+    return jnp.mean(tiny.loss_fn(params, outer))
+
+
+@pytest.mark.parametrize("kind", ["table", "net"])
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_step_meta_gradient_matches_hand_written_unroll(kind, optimizer_name, inner_steps):
+    with jax.enable_x64(True):
+        learner, state, batches = setup(kind, optimizer_name, inner_steps)
+        weights_of = lambda m: learner.weighting.weights(m, batches[1])
+        hand = lambda m: hand_unrolled_outer_loss(optimizer_name, inner_steps, weights_of, m, state, batches)
+        np.testing.assert_allclose(hand(state.meta_params), learner.outer_loss(state.meta_params, state, *batches),
+                                   rtol=1e-12)
+        new_state, _ = jax.jit(learner.step)(state, *batches)
+        step_grad = -(ravel_pytree(new_state.meta_params)[0] - ravel_pytree(state.meta_params)[0])
+        assert rel_err(step_grad, ravel_pytree(jax.grad(hand)(state.meta_params))[0]) < 1e-10

@@ -1,0 +1,168 @@
+"""Invariants and known answers of the training steps and the weighting schemes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from metadial import (LearningToReweight, MetaReweighting, MLPScorer, NetWeighting, PlainTrainer, TableWeighting,
+                      weighted_mean)
+from metadial.weighting import Weighting
+from tests import tiny
+
+
+def net_weighting():
+    return NetWeighting(MLPScorer(hidden_sizes=(4,)), lambda b: b["x"])
+
+
+def test_weights_lie_strictly_between_zero_and_one():
+    _, related, _ = tiny.make_batches()
+    table = TableWeighting(tiny.NUM_RELATED)
+    logits = jnp.linspace(-10.0, 10.0, tiny.NUM_RELATED)
+    w = np.asarray(table.weights(logits, related))
+    np.testing.assert_allclose(w, jax.nn.sigmoid(logits[related["id"]]))
+    net = net_weighting()
+    for seed in range(5):
+        w_net = np.asarray(net.weights(net.init(jax.random.PRNGKey(seed), related), related))
+        assert w_net.shape == (4,)
+        assert np.all((w_net > 0) & (w_net < 1))
+    assert np.all((w > 0) & (w < 1))
+
+
+def test_weighted_mean_normalisation():
+    losses, w = jnp.array([1.0, 2.0, 4.0]), jnp.array([0.5, 0.25, 0.25])
+    assert float(weighted_mean(losses, w, normalize=False)) == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    assert float(weighted_mean(losses, w, normalize=True)) == pytest.approx(2.0)
+    # normalised weights are invariant to a common scale
+    assert float(weighted_mean(losses, 7 * w, normalize=True)) == pytest.approx(2.0)
+
+
+class DenseTable(TableWeighting):
+    """The table with the default (dense) meta update: what the row-sparse update protects against."""
+
+    init_meta_opt_state = Weighting.init_meta_opt_state
+    apply_meta_update = Weighting.apply_meta_update
+
+
+@pytest.mark.parametrize("table_cls, expect_untouched", [(TableWeighting, True), (DenseTable, False)])
+def test_table_rows_outside_the_batch_do_not_change(table_cls, expect_untouched):
+    table = table_cls(tiny.NUM_RELATED)
+    learner = MetaReweighting(tiny.loss_fn, table, optax.adam(0.1), optax.adam(0.5))
+    target, related, outer = tiny.make_batches()
+    state = learner.init(tiny.make_params(jax.random.PRNGKey(0)), table.init(None, related))
+    step = jax.jit(learner.step)
+    other = dict(related, id=jnp.array([0, 2, 2, 5], jnp.int32))  # a batch with a repeated id
+    state, _ = step(state, target, other, outer)
+    before = np.asarray(state.meta_params)
+    for _ in range(3):
+        state, _ = step(state, target, related, outer)
+    after = np.asarray(state.meta_params)
+    in_batch = np.isin(np.arange(tiny.NUM_RELATED), np.asarray(related["id"]))
+    assert np.all(after[in_batch] != before[in_batch])
+    assert np.array_equal(after[~in_batch], before[~in_batch]) == expect_untouched
+    assert after[7] == 0.0  # never in a batch, so never a gradient
+
+
+def test_table_meta_update_matches_per_row_adam():
+    """Each row follows its own Adam, counting only the steps in which it was in the batch."""
+    table = TableWeighting(4)
+    opt = optax.adam(0.1)
+    params = jnp.zeros(4)
+    state = table.init_meta_opt_state(opt, params)
+    grads_seq = [jnp.array([1.0, 2.0, 0.0, 0.0]), jnp.array([0.5, 0.0, 0.0, -1.0])]
+    ids_seq = [jnp.array([0, 1]), jnp.array([0, 3])]
+    for g, ids in zip(grads_seq, ids_seq):
+        params, state = table.apply_meta_update(opt, g, state, params, {"id": ids})
+    # Adam's first step moves by -lr * sign(g); row 0 took two steps, rows 1 and 3 one each, row 2 none.
+    row0, row0_state = jnp.zeros(()), opt.init(jnp.zeros(()))
+    for g in (1.0, 0.5):
+        u, row0_state = opt.update(jnp.asarray(g), row0_state, row0)
+        row0 = row0 + u
+    np.testing.assert_allclose(np.asarray(params), [float(row0), -0.1, 0.0, 0.1], rtol=1e-5)
+
+
+def test_step_traces_once_over_many_calls():
+    traces = []
+
+    def counting_loss(params, batch):
+        traces.append(1)
+        return tiny.loss_fn(params, batch)
+
+    learner = MetaReweighting(counting_loss, net_weighting(), optax.adam(0.1, eps_root=1e-8), optax.adam(0.01),
+                              inner_steps=2)
+    target, related, outer = tiny.make_batches()
+    state = learner.init(tiny.make_params(jax.random.PRNGKey(0)), learner.weighting.init(jax.random.PRNGKey(1), related))
+    step = learner.jit_step()
+    state, _ = step(state, target, related, outer)
+    after_first = len(traces)
+    assert after_first > 0
+    for seed in range(1, 6):
+        state, metrics = step(state, *tiny.make_batches(seed))
+    assert len(traces) == after_first
+    assert int(state.step) == 6 and np.isfinite(float(metrics["outer_loss"]))
+
+
+def test_meta_weights_learn_to_drop_examples_that_hurt_the_target():
+    """Related examples whose labels contradict the target get their table weights pushed down."""
+    key = jax.random.PRNGKey(0)
+    x = jax.random.normal(key, (16, tiny.NUM_FEATURES))
+    y = jnp.argmax(x @ jnp.eye(tiny.NUM_FEATURES, tiny.NUM_CLASSES), axis=-1)
+    bad = jnp.arange(16) % 2 == 1
+    related = {"x": x, "y": jnp.where(bad, (y + 1) % tiny.NUM_CLASSES, y), "id": jnp.arange(16)}
+    target = {"x": x, "y": y}
+    table = TableWeighting(16)
+    learner = MetaReweighting(tiny.loss_fn, table, optax.sgd(0.5), optax.adam(0.1), normalize=True)
+    state = learner.init(jax.tree_util.tree_map(jnp.zeros_like, tiny.make_params(key)), table.init(None, related))
+    step = learner.jit_step()
+    for _ in range(100):
+        state, _ = step(state, target, related, target)
+    w = np.asarray(jax.nn.sigmoid(state.meta_params))
+    assert w[~np.asarray(bad)].min() > w[np.asarray(bad)].max()
+
+
+def test_plain_step_is_one_optax_update_on_the_sum_of_batch_means():
+    target, related, _ = tiny.make_batches()
+    params = tiny.make_params(jax.random.PRNGKey(0))
+    trainer = PlainTrainer(tiny.loss_fn, optax.sgd(0.3))
+    new_state, metrics = trainer.jit_step()(trainer.init(params), target, related)
+    total = lambda p: jnp.mean(tiny.loss_fn(p, target)) + jnp.mean(tiny.loss_fn(p, related))
+    expected = jax.tree_util.tree_map(lambda p, g: p - 0.3 * g, params, jax.grad(total)(params))
+    for a, b in zip(jax.tree_util.tree_leaves(new_state.params), jax.tree_util.tree_leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert float(metrics["train_loss"]) == pytest.approx(float(total(params)), rel=1e-5)
+
+
+def test_l2rw_weights_are_the_clipped_normalised_gradient_alignment():
+    """With SGD, -d outer/d eps_i = lr * <grad target loss, grad l_i>: the known answer of Ren et al."""
+    with jax.enable_x64(True):
+        target, related, outer = tiny.make_batches()
+        params = tiny.make_params(jax.random.PRNGKey(0))
+        l2rw = LearningToReweight(tiny.loss_fn, optax.sgd(0.2))
+        state = l2rw.init(params)
+        w = np.asarray(l2rw.example_weights(state, target, related, outer))
+        g_outer = jax.grad(lambda p: jnp.mean(tiny.loss_fn(p, outer)))(params)
+        per_example = jax.jacobian(lambda p: tiny.loss_fn(p, related))(params)
+        align = sum(np.asarray(per_example[k]).reshape(4, -1) @ np.asarray(g_outer[k]).ravel() for k in params)
+        expected = np.maximum(0.2 * align, 0)
+        assert expected.sum() > 0
+        np.testing.assert_allclose(w, expected / expected.sum(), rtol=1e-8, atol=1e-12)
+        assert np.all(w >= 0) and w.sum() == pytest.approx(1.0)
+        new_state, metrics = jax.jit(l2rw.step)(state, target, related, outer)
+        assert int(new_state.step) == 1 and np.isfinite(float(metrics["train_loss"]))
+
+
+def test_inner_steps_must_be_positive():
+    with pytest.raises(ValueError, match="inner_steps"):
+        MetaReweighting(tiny.loss_fn, net_weighting(), optax.sgd(0.1), optax.sgd(0.1), inner_steps=0)
+
+
+def test_loss_fn_must_return_per_example_losses():
+    learner = MetaReweighting(lambda p, b: jnp.mean(tiny.loss_fn(p, b)), net_weighting(), optax.sgd(0.1),
+                              optax.sgd(0.1))
+    target, related, outer = tiny.make_batches()
+    state = learner.init(tiny.make_params(jax.random.PRNGKey(0)), learner.weighting.init(jax.random.PRNGKey(1), related))
+    with pytest.raises(ValueError, match="per-example"):
+        learner.step(state, target, related, outer)
