@@ -7,7 +7,6 @@ Writes ``DIR/results.json`` (one record per (method, seed)) and ``DIR/summary.md
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any, Callable
 
@@ -31,8 +30,7 @@ WEIGHTED = ("l2rw", "meta_table", "meta_net")
 NET_INPUTS = ("x", "flag", "label")
 DEVICE_KEYS = ("x", "flag", "y", "id")
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/ideal.py", "Experiment configuration file.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder for results.json and summary.md.")
+FLAGS = flags.FLAGS
 
 
 def validate_config(config: ml_collections.ConfigDict) -> list[str]:
@@ -231,10 +229,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | None) -> list[dict]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not _WORKDIR.value:
+    if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
-    run(_CONFIG.value, _WORKDIR.value)
+    run(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
+    config_flags.DEFINE_config_file("config", "configs/ideal.py", "Experiment configuration file.")
+    flags.DEFINE_string("workdir", None, "Output folder for results.json and summary.md.")
     app.run(main)

@@ -103,3 +103,14 @@ def test_launcher_command_writes_results_for_every_method(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     for method in ideal.METHODS:
         assert f"| {method} |" in summary
+
+
+def test_published_ideal_table_matches_results_json():
+    """README and results/ideal/summary.md hold the table that the launcher derives from results.json."""
+    from experiments.publish import published_block
+
+    records = json.loads((ROOT / "results/ideal/results.json").read_text())
+    summary = (ROOT / "results/ideal/summary.md").read_text()
+    assert summary == ideal.summarize(records, get_config())
+    assert published_block((ROOT / "README.md").read_text(), "ideal") == summary.strip("\n")
+    assert sorted({r["seed"] for r in records}) == [0, 1, 2, 3, 4]

@@ -1,0 +1,77 @@
+r"""Benchmark: time of the jit-compiled meta step relative to the plain (union) step, in one run.
+
+    python -m experiments.bench --workdir=DIR [--config=configs/ideal.py] [--repeats=200]
+
+Both steps use the ideal task's model, optimizer and batch sizes from the config; the meta step is
+``meta_net`` with the config's weighting network and inner steps. Each is compiled first, then timed over
+``--repeats`` calls (median, with ``block_until_ready``). Writes ``DIR/bench.json`` with ``meta_step_ms``,
+``plain_step_ms`` and ``ratio`` (meta / plain) plus the device and versions.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from experiments.ideal import MethodProgram, device_data
+from metadial.data.ideal import make_ideal_task
+from metadial.io import atomic_write_json
+
+FLAGS = flags.FLAGS
+
+
+def median_ms(step, state, data, repeats: int) -> float:
+    """Median wall time (ms) of ``step`` over ``repeats`` calls, after one compiling call."""
+    key = jax.random.PRNGKey(0)
+    state, _ = step(state, key, data)
+    jax.block_until_ready(state)
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        state, metrics = step(state, jax.random.fold_in(key, i), data)
+        jax.block_until_ready((state, metrics))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)
+
+
+def bench(config, repeats: int) -> dict:
+    task = make_ideal_task(jax.random.PRNGKey(0), num_classes=config.num_classes, input_dim=config.input_dim,
+                           num_target=config.num_target, num_related=config.num_related, num_test=10,
+                           corrupt_fraction=config.corrupt_fraction, corruption=config.corruption)
+    data = device_data(task)
+    result = {}
+    for name, method in [("plain_step_ms", "union"), ("meta_step_ms", "meta_net")]:
+        program = MethodProgram(method, config)
+        state = program.init(jax.random.PRNGKey(1), data)
+        result[name] = median_ms(program.train_step, state, data, repeats)
+        logging.info("%s (%s): %.3f ms", name, method, result[name])
+    result["ratio"] = result["meta_step_ms"] / result["plain_step_ms"]
+    result.update(
+        device=str(jax.devices()[0].device_kind), backend=jax.default_backend(), jax_version=jax.__version__,
+        cpu_count=os.cpu_count(), machine=platform.machine(), repeats=repeats, inner_steps=config.inner_steps,
+        batch_size=config.batch_size, related_batch_size=config.related_batch_size,
+    )
+    return result
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.workdir:
+        raise app.UsageError("--workdir is required")
+    result = bench(FLAGS.config, FLAGS.repeats)
+    atomic_write_json(os.path.join(FLAGS.workdir, "bench.json"), result)
+    print(f"meta {result['meta_step_ms']:.3f} ms / plain {result['plain_step_ms']:.3f} ms = {result['ratio']:.2f}x")
+
+
+if __name__ == "__main__":
+    config_flags.DEFINE_config_file("config", "configs/ideal.py", "Configuration (model and batch sizes).")
+    flags.DEFINE_string("workdir", None, "Output folder for bench.json.")
+    flags.DEFINE_integer("repeats", 200, "Timed calls per step after compilation.")
+    app.run(main)
