@@ -1,0 +1,273 @@
+r"""Personalized restaurant reservation from little data plus the related bAbI dialog task 5.
+
+    python -m experiments.dialog --config=configs/dialog.py [--config.FIELD=VALUE ...] --workdir=DIR
+
+Target: personalized bAbI dialog task 5 (small set; training subsets of ``target_dialogs`` dialogs). Related:
+the original bAbI dialog task 5 training set. Model: MemN2N. Writes ``DIR/results.json`` (one record per
+(method, target_dialogs, seed)), ``DIR/summary.md`` and, for weighted methods, ``DIR/related_weights.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from experiments.common import as_list, check_methods, check_positive, model_optimizer, summary_table, write_outputs
+from metadial.data.dialog_batches import Pool, device_pool, gather_batch, sample_batch
+from metadial.data.dialog_tasks import Corpus, EncodedSplit, encode, load_corpus, target_subset, turn_kinds
+from metadial.io import atomic_write_json
+from metadial.models.memn2n import RELATED_TASK, TARGET_TASK, MemN2N, MemoryGate, predict, response_loss_fn
+from metadial.steps import LearningToReweight, MetaReweighting, PlainTrainer
+from metadial.weighting import NetWeighting, TableWeighting
+
+METHODS = ("target_only", "union", "pretrain_finetune", "l2rw", "meta_table", "meta_net")
+WEIGHTED = ("l2rw", "meta_table", "meta_net")
+
+FLAGS = flags.FLAGS
+
+
+def validate_config(config: ml_collections.ConfigDict) -> tuple[list[str], list[int]]:
+    """Checks the config before any data is read or model trained; returns (methods, target sizes)."""
+    methods = check_methods(config.methods, METHODS)
+    sizes = [int(s) for s in as_list(config.target_dialogs)]
+    if not sizes or any(s <= 0 for s in sizes):
+        raise ValueError(f"config.target_dialogs must be positive dialog counts, got {config.target_dialogs}")
+    check_positive(config, ["num_seeds", "train_steps", "eval_every", "eval_batch_size", "hops", "embedding_size",
+                            "memory_size", "batch_size", "learning_rate", "meta_learning_rate",
+                            "table_meta_learning_rate", "gate_embedding_size", "inner_steps"])
+    if not 0.0 < config.pretrain_fraction < 1.0:
+        raise ValueError(f"config.pretrain_fraction must be in (0, 1), got {config.pretrain_fraction}")
+    if config.max_dialogs < 0:
+        raise ValueError(f"config.max_dialogs must be >= 0 (0 = all), got {config.max_dialogs}")
+    return methods, sizes
+
+
+class DialogProgram:
+    """The jit-compiled training and evaluation functions of one method (reused across sizes and seeds)."""
+
+    def __init__(self, method: str, config: ml_collections.ConfigDict, corpus: Corpus):
+        self.method, self.config = method, config
+        self.memory_size = min(config.memory_size, corpus.max_sentences)
+        self.model = MemN2N(len(corpus.vocab), config.embedding_size, config.hops, config.target_projection)
+        self.loss_fn = response_loss_fn(self.model)
+        optimizer = model_optimizer(config.learning_rate, config.eps_root, config.grad_clip)
+        self.weighting = None
+        if method in ("meta_table", "meta_net"):
+            if method == "meta_table":
+                self.weighting = TableWeighting(sum(len(a) for a in corpus.answers["related_trn"]))
+                meta_opt = optax.adam(config.table_meta_learning_rate)
+            else:
+                gate = MemoryGate(len(corpus.vocab), config.gate_embedding_size)
+                self.weighting = NetWeighting(gate, lambda b: (b["memory"], b["query"]))
+                meta_opt = optax.adam(config.meta_learning_rate)
+            self.trainer = MetaReweighting(
+                self.loss_fn, self.weighting, optimizer, meta_opt, inner_steps=config.inner_steps,
+                target_in_inner=config.target_in_inner, normalize=config.normalize_weights)
+        elif method == "l2rw":
+            self.trainer = LearningToReweight(self.loss_fn, optimizer)
+        else:
+            self.trainer = PlainTrainer(self.loss_fn, optimizer)
+        self.train_step = jax.jit(self._train_step, static_argnames="phase")
+        self.predict = jax.jit(lambda params, pool, idx: predict(self.model, params, gather_batch(pool, idx, self.memory_size)))
+
+    def _batch(self, pool: Pool, key: jax.Array) -> dict:
+        return sample_batch(pool, key, self.config.batch_size, self.memory_size)
+
+    def init(self, key: jax.Array, pools: dict[str, Pool]):
+        k_model, k_meta = jax.random.split(key)
+        b = self._batch(pools["target"], k_model)
+        params = self.model.init(k_model, b["memory"], b["query"], b["candidates"], b["task"])
+        if self.weighting is None:
+            return self.trainer.init(params)
+        return self.trainer.init(params, self.weighting.init(k_meta, self._batch(pools["related"], k_meta)))
+
+    def _train_step(self, state, key, pools, phase: str = "main"):
+        k_t, k_r, k_o = jax.random.split(key, 3)
+        target = self._batch(pools["target"], k_t)
+        if self.method == "target_only" or (self.method == "pretrain_finetune" and phase == "finetune"):
+            return self.trainer.step(state, target)
+        related = self._batch(pools["related"], k_r)
+        if self.method == "pretrain_finetune":
+            return self.trainer.step(state, related)
+        if self.method == "union":
+            return self.trainer.step(state, target, related)
+        return self.trainer.step(state, target, related, self._batch(pools["target"], k_o))
+
+    def evaluate(self, params, pool: Pool, split: EncodedSplit) -> tuple[float, float]:
+        """(per-response accuracy, per-dialog accuracy) over every example of ``split``."""
+        n, b = len(split), self.config.eval_batch_size
+        preds = []
+        for start in range(0, n, b):
+            idx = np.arange(start, start + b) % n  # the last batch wraps around: fixed shapes
+            preds.append(np.asarray(self.predict(params, pool, jnp.asarray(idx, jnp.int32)))[: n - start])
+        correct = np.concatenate(preds) == split.answer
+        per_dialog = np.ones(split.store.shape[0], bool)
+        np.logical_and.at(per_dialog, split.dialog, correct)
+        return float(correct.mean()), float(per_dialog.mean())
+
+    def related_weights(self, state, key: jax.Array, pools: dict[str, Pool], num_related: int) -> np.ndarray | None:
+        """Weight of every related example (l2rw: recomputed at the end over batches, scaled by batch size)."""
+        if self.method == "meta_table":
+            return np.asarray(jax.nn.sigmoid(state.meta_params))
+        if self.method not in ("meta_net", "l2rw"):
+            return None
+        b = self.config.batch_size if self.method == "l2rw" else self.config.eval_batch_size
+        fn = jax.jit(self._batch_weights)
+        out = np.zeros(num_related, np.float32)
+        for i, start in enumerate(range(0, num_related, b)):
+            idx = np.arange(start, start + b) % num_related
+            w = np.asarray(fn(state, jax.random.fold_in(key, i), pools, jnp.asarray(idx, jnp.int32)))
+            out[idx[: num_related - start]] = w[: num_related - start]
+        return out
+
+    def _batch_weights(self, state, key, pools, idx):
+        related = gather_batch(pools["related"], idx, self.memory_size)
+        if self.method == "meta_net":
+            return self.weighting.weights(state.meta_params, related)
+        k_t, k_o = jax.random.split(key)
+        w = self.trainer.example_weights(state, self._batch(pools["target"], k_t), related,
+                                         self._batch(pools["target"], k_o))
+        return w * idx.shape[0]
+
+
+def run_one(program: DialogProgram, data: dict[str, Any], seed: int, size: int) -> tuple[dict, np.ndarray | None]:
+    """Trains one (method, size, seed) with dev model selection; returns its record and related weights."""
+    c = program.config
+    pools = {"target": data["target_train"], "related": data["related_pool"]}
+    k_init, k_train, k_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
+    state = program.init(k_init, pools)
+    pretrain_steps = int(c.train_steps * c.pretrain_fraction)
+    best = (-1.0, 0, state)
+    start = time.time()
+    for step in range(c.train_steps):
+        phase = "finetune" if program.method == "pretrain_finetune" and step >= pretrain_steps else "main"
+        state, metrics = program.train_step(state, jax.random.fold_in(k_train, step), pools, phase=phase)
+        if (step + 1) % c.eval_every == 0 or step + 1 == c.train_steps:
+            shown = {k: float(v) for k, v in metrics.items()}
+            if not all(np.isfinite(v) for v in shown.values()):
+                raise FloatingPointError(f"{program.method} size={size} seed={seed}: non-finite metrics at step "
+                                         f"{step + 1}: {shown}")
+            dev_acc, _ = program.evaluate(state.params, data["dev_pool"], data["dev"])
+            if dev_acc > best[0]:
+                best = (dev_acc, step + 1, state)
+            elapsed = time.time() - start
+            logging.info("%s size=%d seed=%d step %d/%d (%.1f steps/s, ETA %.0fs) dev=%.4f best=%.4f@%d %s",
+                         program.method, size, seed, step + 1, c.train_steps, (step + 1) / elapsed,
+                         elapsed / (step + 1) * (c.train_steps - step - 1), dev_acc, best[0], best[1],
+                         " ".join(f"{k}={v:.4f}" for k, v in shown.items()))
+    dev_acc, best_step, best_state = best
+    test = program.evaluate(best_state.params, data["test_pool"], data["test"])
+    oov = program.evaluate(best_state.params, data["oov_pool"], data["oov"])
+    record = {
+        "method": program.method, "seed": seed, "target_dialogs": size,
+        "test_response_accuracy": test[0], "test_dialog_accuracy": test[1],
+        "oov_response_accuracy": oov[0], "oov_dialog_accuracy": oov[1],
+        "dev_response_accuracy": dev_acc, "train_steps": c.train_steps, "best_step": best_step,
+    }
+    weights = program.related_weights(best_state, k_eval, pools, len(data["related"]))
+    record["wall_seconds"] = round(time.time() - start, 1)
+    return record, weights
+
+
+SUMMARY_COLUMNS = [
+    ("test_response_accuracy", "test per-response (%)", 100.0, 1),
+    ("test_dialog_accuracy", "test per-dialog (%)", 100.0, 1),
+    ("oov_response_accuracy", "OOV per-response (%)", 100.0, 1),
+    ("oov_dialog_accuracy", "OOV per-dialog (%)", 100.0, 1),
+    ("dev_response_accuracy", "dev per-response (%)", 100.0, 1),
+    ("wall_seconds", "seconds per run", 1.0, 0),
+]
+
+
+def kind_table(weight_runs: list[dict], kinds: list[str]) -> str:
+    """Mean weight of each kind of related bot turn, mean ± std over seeds, per (method, target_dialogs)."""
+    kind_names = sorted(set(kinds))
+    kinds_arr = np.asarray(kinds)
+    rows = []
+    for run in weight_runs:
+        w = np.asarray(run["weights"])
+        row = {"method": run["method"], "target_dialogs": run["target_dialogs"]}
+        row.update({k: float(w[kinds_arr == k].mean()) for k in kind_names})
+        rows.append(row)
+    return summary_table(rows, ["method", "target_dialogs"], [(k, k, 1.0, 2) for k in kind_names])
+
+
+def summarize(records: list[dict], weight_runs: list[dict], kinds: list[str], config) -> str:
+    text = (f"Personalized bAbI dialog task 5 (regenerated, small set) with bAbI dialog task 5 as related data; "
+            f"{config.train_steps} steps of batch {config.batch_size}, model selected on dev every "
+            f"{config.eval_every} steps; mean ± std over seeds.\n\n")
+    text += summary_table(records, ["method", "target_dialogs"], SUMMARY_COLUMNS)
+    if weight_runs:
+        text += ("\nMean learned weight of the related examples by kind of bot turn (l2rw: recomputed at the "
+                 "selected parameters, scaled so that a batch averages 1):\n\n")
+        text += kind_table(weight_runs, kinds)
+    return text
+
+
+def load_data(config) -> tuple[Corpus, dict[str, Any]]:
+    corpus = load_corpus(config.data_dir, config.max_dialogs or None)
+    related = encode(corpus, "related_trn")
+    data = {"related": related, "related_pool": device_pool(related, RELATED_TASK, corpus.related_candidates)}
+    for name, split in [("dev", "target_dev"), ("test", "target_tst"), ("oov", "target_tst-OOV")]:
+        data[name] = encode(corpus, split)
+        data[f"{name}_pool"] = device_pool(data[name], TARGET_TASK, corpus.target_candidates)
+    return corpus, data
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | None) -> list[dict]:
+    """Runs every method × target size × seed; writes outputs after each run if ``workdir`` is set."""
+    methods, sizes = validate_config(config)
+    corpus, data = load_data(config)
+    num_train = len(corpus.dialogs["target_trn"])
+    for size in sizes:
+        if size > num_train:
+            raise ValueError(f"config.target_dialogs={size} exceeds the {num_train} training dialogs available")
+    related = data["related"]
+    kinds = turn_kinds(related)
+    records: list[dict] = []
+    weight_runs: list[dict] = []
+    for method in methods:
+        program = DialogProgram(method, config, corpus)
+        for size in sizes:
+            for seed in range(config.seed, config.seed + config.num_seeds):
+                train = encode(corpus, "target_trn", target_subset(num_train, size, seed))
+                run_data = dict(data, target_train=device_pool(train, TARGET_TASK, corpus.target_candidates))
+                record, weights = run_one(program, run_data, seed, size)
+                records.append(record)
+                logging.info("done %s", record)
+                if weights is not None:
+                    weight_runs.append({"method": method, "target_dialogs": size, "seed": seed,
+                                        "weights": [round(float(w), 5) for w in weights]})
+                if workdir:
+                    write_outputs(workdir, records, summarize(records, weight_runs, kinds, config))
+                    if weights is not None:
+                        atomic_write_json(os.path.join(workdir, "related_weights.json"), {
+                            "examples": [{"example_id": i, "dialog_id": int(related.dialog_id[i]),
+                                          "turn": int(related.turn[i]), "bot": related.bot[i], "kind": kinds[i]}
+                                         for i in range(len(related))],
+                            "runs": weight_runs,
+                        })
+    return records
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.workdir:
+        raise app.UsageError("--workdir is required")
+    run(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    config_flags.DEFINE_config_file("config", "configs/dialog.py", "Experiment configuration file.")
+    flags.DEFINE_string("workdir", None, "Output folder for results.json, summary.md, related_weights.json.")
+    app.run(main)

@@ -1,0 +1,154 @@
+"""The dialog experiment's data: personalized bAbI task 5 (target) and bAbI dialog task 5 (related).
+
+``load_corpus`` parses every file once and builds one vocabulary over both tasks and both candidate sets;
+``encode`` turns a list of dialogs into fixed-shape integer arrays; ``target_subset`` draws the nested
+training subsets. Memory sentences carry a speaker token (``$p`` profile, ``$u`` user, ``$r`` bot, ``$k``
+knowledge base) and a time token (``#i``: the sentence's position in the dialog, from 1), as in
+Bordes et al. (2017).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+
+from metadial.data.babi_dialog import (PAD, SPEAKER_TOKENS, Dialog, answer_indices, bot_turn_kind, read_candidates,
+                                       read_dialogs, resolve, tokenize)
+
+PACKAGED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "files")
+TARGET_SPLITS = ("trn", "dev", "tst", "tst-OOV")
+
+
+def data_paths(data_dir: str = "") -> dict[str, str]:
+    """The files of both tasks under ``data_dir`` (default: the copies shipped in the package)."""
+    root = data_dir or PACKAGED_DATA
+    personal = os.path.join(root, "personalized-dialog")
+    babi = os.path.join(root, "dialog-bAbI-tasks")
+    paths = {f"target_{s}": os.path.join(personal, "small", f"personalized-dialog-task5-full-dialogs-{s}.txt")
+             for s in TARGET_SPLITS}
+    paths["target_candidates"] = os.path.join(personal, "personalized-dialog-candidates.txt")
+    paths["related_trn"] = os.path.join(babi, "dialog-babi-task5-full-dialogs-trn.txt")
+    paths["related_candidates"] = os.path.join(babi, "dialog-babi-candidates.txt")
+    return paths
+
+
+@dataclasses.dataclass
+class Vocabulary:
+    words: list[str]
+
+    def __post_init__(self):
+        self.index = {w: i for i, w in enumerate(self.words)}
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def encode(self, tokens: list[str], length: int) -> np.ndarray:
+        ids = [self.index[t] for t in tokens]
+        if len(ids) > length:
+            raise ValueError(f"sentence of {len(ids)} tokens exceeds the sentence length {length}: {tokens}")
+        return np.asarray(ids + [0] * (length - len(ids)), np.int32)
+
+
+@dataclasses.dataclass
+class EncodedSplit:
+    """Fixed-shape arrays of one split; example i's memory is ``store[dialog[i], :memory_len[i]]``."""
+
+    store: np.ndarray  # (num_dialogs, max_sentences, sentence_len) memory sentences with speaker/time tokens
+    dialog: np.ndarray  # (N,) row of ``store``
+    memory_len: np.ndarray  # (N,) sentences before the turn
+    query: np.ndarray  # (N, sentence_len)
+    answer: np.ndarray  # (N,) index into the task's candidate set
+    turn: np.ndarray  # (N,) 1-based index of the bot turn within its dialog
+    dialog_id: np.ndarray  # (N,) index of the dialog in its source file
+    bot: list[str]  # (N,) the bot utterance
+
+    def __len__(self) -> int:
+        return len(self.answer)
+
+
+@dataclasses.dataclass
+class Corpus:
+    """Every parsed file of both tasks, the shared vocabulary and the encoded candidate sets."""
+
+    dialogs: dict[str, list[Dialog]]  # keys: target_trn, target_dev, target_tst, target_tst-OOV, related_trn
+    answers: dict[str, list[list[int]]]
+    vocab: Vocabulary
+    sentence_len: int
+    max_sentences: int
+    target_candidates: np.ndarray  # (C_target, sentence_len)
+    related_candidates: np.ndarray  # (C_related, sentence_len)
+    candidate_texts: dict[str, list[str]]
+
+
+def load_corpus(data_dir: str = "", max_dialogs: int | None = None) -> Corpus:
+    """Parses both tasks (optionally only the first ``max_dialogs`` dialogs of each file, for smoke runs)."""
+    paths = data_paths(data_dir)
+    for p in paths.values():
+        resolve(p)  # fail before parsing anything if a file is missing
+    cands = {t: read_candidates(paths[f"{t}_candidates"]) for t in ("target", "related")}
+    dialogs, answers = {}, {}
+    for name in [f"target_{s}" for s in TARGET_SPLITS] + ["related_trn"]:
+        task = name.split("_")[0]
+        ds = read_dialogs(paths[name], has_profile=(task == "target"))[:max_dialogs]
+        dialogs[name] = ds
+        answers[name] = answer_indices(ds, cands[task], paths[name], paths[f"{task}_candidates"])
+    max_sentences = max(len(d.sentences) for ds in dialogs.values() for d in ds)
+    words: set[str] = set()
+    lengths = [0]
+    for ds in dialogs.values():
+        for d in ds:
+            for _, text in d.sentences:
+                toks = tokenize(text)
+                words.update(toks)
+                lengths.append(len(toks) + 2)
+    for cs in cands.values():
+        for c in cs:
+            toks = tokenize(c)
+            words.update(toks)
+            lengths.append(len(toks))
+    specials = list(SPEAKER_TOKENS.values()) + [f"#{i}" for i in range(1, max_sentences + 1)]
+    vocab = Vocabulary([PAD] + specials + sorted(words - set(specials) - {PAD}))
+    sentence_len = max(lengths)
+    encode_cands = lambda cs: np.stack([vocab.encode(tokenize(c), sentence_len) for c in cs])
+    return Corpus(dialogs, answers, vocab, sentence_len, max_sentences, encode_cands(cands["target"]),
+                  encode_cands(cands["related"]), cands)
+
+
+def encode(corpus: Corpus, name: str, dialog_indices: np.ndarray | None = None) -> EncodedSplit:
+    """Encodes the dialogs ``dialog_indices`` (default: all) of the split ``name``."""
+    dialogs, answers = corpus.dialogs[name], corpus.answers[name]
+    if dialog_indices is None:
+        dialog_indices = np.arange(len(dialogs))
+    vocab, length = corpus.vocab, corpus.sentence_len
+    chosen = [dialogs[i] for i in dialog_indices]
+    store = np.zeros((len(chosen), max(len(d.sentences) for d in chosen), length), np.int32)
+    cols: dict[str, list] = {k: [] for k in ("dialog", "memory_len", "query", "answer", "turn", "dialog_id", "bot")}
+    for row, (i, d) in enumerate(zip(dialog_indices, chosen)):
+        for pos, (speaker, text) in enumerate(d.sentences):
+            store[row, pos] = vocab.encode(tokenize(text) + [SPEAKER_TOKENS[speaker], f"#{pos + 1}"], length)
+        for t, (turn, answer) in enumerate(zip(d.turns, answers[i]), 1):
+            cols["dialog"].append(row)
+            cols["memory_len"].append(turn.memory_len)
+            cols["query"].append(vocab.encode(tokenize(turn.user), length))
+            cols["answer"].append(answer)
+            cols["turn"].append(t)
+            cols["dialog_id"].append(int(i))
+            cols["bot"].append(turn.bot)
+    arr = lambda k: np.asarray(cols[k], np.int32)
+    return EncodedSplit(store, arr("dialog"), arr("memory_len"), np.stack(cols["query"]), arr("answer"), arr("turn"),
+                        arr("dialog_id"), cols["bot"])
+
+
+def target_subset(num_available: int, num_dialogs: int, seed: int) -> np.ndarray:
+    """The first ``num_dialogs`` of a seeded permutation: for one seed, smaller subsets are nested in larger."""
+    if not 0 < num_dialogs <= num_available:
+        raise ValueError(f"target_dialogs must be in [1, {num_available}], got {num_dialogs}")
+    order = np.asarray(jax.random.permutation(jax.random.PRNGKey(seed), num_available))
+    return np.sort(order[:num_dialogs])
+
+
+def turn_kinds(split: EncodedSplit) -> list[str]:
+    return [bot_turn_kind(b) for b in split.bot]

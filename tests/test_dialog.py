@@ -1,0 +1,102 @@
+"""The memory network and the dialog launcher (a smoke configuration)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs.dialog import get_config
+from experiments import dialog
+from metadial.models.memn2n import MemN2N, MemoryGate, candidate_bag_of_words, flat_candidates
+
+ROOT = Path(__file__).resolve().parents[1]
+VOCAB = 12
+
+
+def random_tokens(key, shape, density=0.6):
+    k1, k2 = jax.random.split(key)
+    tokens = jax.random.randint(k1, shape, 1, VOCAB)
+    return jnp.where(jax.random.uniform(k2, shape) < density, tokens, 0)
+
+
+def test_flat_candidate_embedding_equals_padded_sum():
+    cands = np.array(random_tokens(jax.random.PRNGKey(0), (7, 5)))
+    cands[3] = 0  # an empty candidate
+    embed = nn.Embed(VOCAB, 4)
+    params = embed.init(jax.random.PRNGKey(1), jnp.zeros((1,), jnp.int32))
+    flat = {k: jnp.asarray(v) for k, v in flat_candidates(cands).items()}
+    got = embed.apply(params, flat, method=lambda m, c: candidate_bag_of_words(m, c))
+    table = params["params"]["embedding"]
+    expected = np.stack([table[row[row > 0]].sum(0) for row in cands])
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+
+
+def model_inputs(memory_slots=6):
+    memory = random_tokens(jax.random.PRNGKey(2), (3, memory_slots, 5)).at[:, :2].set(0)  # 2 empty slots
+    memory = memory.at[2].set(0)  # example 2 has an empty memory
+    query = random_tokens(jax.random.PRNGKey(3), (3, 5))
+    cands = {k: jnp.asarray(v) for k, v in flat_candidates(np.asarray(random_tokens(jax.random.PRNGKey(4), (9, 4)))).items()}
+    return memory, query, cands
+
+
+def test_memn2n_ignores_padding_slots_and_handles_empty_memory():
+    model = MemN2N(VOCAB, embedding_size=8, hops=3)
+    memory, query, cands = model_inputs()
+    task = jnp.array([0, 1, 0])
+    params = model.init(jax.random.PRNGKey(5), memory, query, cands, task)
+    logits = model.apply(params, memory, query, cands, task)
+    assert logits.shape == (3, 9) and np.isfinite(np.asarray(logits)).all()
+    more_padding = jnp.concatenate([jnp.zeros((3, 4, 5), memory.dtype), memory], axis=1)
+    np.testing.assert_allclose(model.apply(params, more_padding, query, cands, task), logits, rtol=1e-5, atol=1e-6)
+    # the target projection starts at the identity: both tasks score alike until it is trained
+    np.testing.assert_allclose(model.apply(params, memory, query, cands, jnp.array([1, 1, 1])), logits, rtol=1e-6)
+    gate = MemoryGate(VOCAB, 8)
+    scores = gate.apply(gate.init(jax.random.PRNGKey(6), memory, query), memory, query)
+    assert scores.shape == (3,) and np.isfinite(np.asarray(scores)).all()
+
+
+def smoke_args(workdir):
+    return [sys.executable, "-m", "experiments.dialog", "--config=configs/dialog.py", f"--workdir={workdir}",
+            "--config.max_dialogs=4", "--config.target_dialogs=3", "--config.train_steps=4",
+            "--config.eval_every=2", "--config.num_seeds=1", "--config.eval_batch_size=64"]
+
+
+def test_dialog_launcher_smoke(tmp_path):
+    subprocess.run(smoke_args(tmp_path), cwd=ROOT, check=True, capture_output=True, timeout=300)
+    records = json.loads((tmp_path / "results.json").read_text())
+    assert [r["method"] for r in records] == list(dialog.METHODS)
+    keys = {"method", "seed", "target_dialogs", "test_response_accuracy", "test_dialog_accuracy",
+            "oov_response_accuracy", "oov_dialog_accuracy", "dev_response_accuracy", "train_steps", "wall_seconds"}
+    for r in records:
+        assert keys <= set(r) and r["target_dialogs"] == 3 and r["train_steps"] == 4
+        for k in keys - {"method", "seed", "target_dialogs", "train_steps", "wall_seconds"}:
+            assert 0.0 <= r[k] <= 1.0
+    weights = json.loads((tmp_path / "related_weights.json").read_text())
+    assert [run["method"] for run in weights["runs"]] == list(dialog.WEIGHTED)
+    n = len(weights["examples"])
+    assert n > 0 and all(len(run["weights"]) == n for run in weights["runs"])
+    assert set(weights["examples"][0]) == {"example_id", "dialog_id", "turn", "bot", "kind"}
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| meta_net | 3 | 1 |" in summary and "api_call" in summary
+
+
+@pytest.mark.parametrize("override, message", [
+    (dict(methods=("target_only", "oracle")), "allowed: target_only"),
+    (dict(target_dialogs=(100, -5)), "target_dialogs must be positive"),
+    (dict(data_dir="/nonexistent"), "no such file: /nonexistent/"),
+    (dict(max_dialogs=3, target_dialogs=(10,)), "exceeds the 3 training dialogs"),
+])
+def test_dialog_launcher_rejects_bad_config_before_training(tmp_path, override, message):
+    config = get_config()
+    config.update(override)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        dialog.run(config, str(tmp_path))
+    assert not any(tmp_path.iterdir())

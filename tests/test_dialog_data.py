@@ -1,0 +1,125 @@
+"""The bAbI dialog reader, the encoded dialog data and the device-side batches."""
+
+from __future__ import annotations
+
+import gzip
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metadial.data.babi_dialog import (DialogFormatError, answer_indices, bot_turn_kind, open_text, read_candidates,
+                                       read_dialogs)
+from metadial.data.dialog_batches import device_pool, gather_batch
+from metadial.data.dialog_tasks import encode, load_corpus, target_subset
+
+PERSONAL = (
+    "1 female young veg paella\n"
+    "2 hi\thello maam\n"
+    "3 book a table\tapi_call italian rome two cheap\n"
+    "4 resto_a R_phone resto_a_phone\n"
+    "5 <SILENCE>\twhat do you think of this option: resto_a\n"
+    "\n"
+    "1 male elderly non-veg pizza\n"
+    "2 hello\thello sir\n"
+)
+CANDIDATES = "1 hello maam\n1 hello sir\n1 api_call italian rome two cheap\n1 what do you think of this option: resto_a\n"
+
+
+def write(path, text, gz=False):
+    if gz:
+        with gzip.open(path, "wt") as f:
+            f.write(text)
+    else:
+        path.write_text(text)
+    return str(path)
+
+
+@pytest.fixture
+def files(tmp_path):
+    return (write(tmp_path / "dialogs.txt.gz", PERSONAL, gz=True), write(tmp_path / "cands.txt", CANDIDATES))
+
+
+def test_reader_builds_memory_query_and_answer(files):
+    dialogs_path, cands_path = files
+    dialogs = read_dialogs(dialogs_path.removesuffix(".gz"), has_profile=True)  # .gz found transparently
+    cands = read_candidates(cands_path)
+    assert len(dialogs) == 2 and dialogs[0].profile == "female young veg paella"
+    d = dialogs[0]
+    assert [s for s, _ in d.sentences] == ["profile", "user", "bot", "user", "bot", "kb", "user", "bot"]
+    assert [(t.user, t.memory_len) for t in d.turns] == [("hi", 1), ("book a table", 3), ("<silence>", 6)]
+    assert answer_indices(dialogs, cands, dialogs_path, cands_path) == [[0, 2, 3], [1]]
+    assert [bot_turn_kind(t.bot) for t in d.turns] == ["greeting", "api_call", "options"]
+
+
+@pytest.mark.parametrize("text, has_profile, message", [
+    ("1 hi\thello maam\n2 x\n", True, r"dialogs.txt:1: expected a user profile line"),
+    ("1 female young veg paella\n3 hi\thello maam\n", True, r"dialogs.txt:2: expected line id 2"),
+    ("1 female young veg paella\nhi\thello maam\n", True, r"dialogs.txt:2: expected '<id> <text>'"),
+    ("1 resto_a R_phone p\n", False, r"dialogs.txt:1: expected a turn '1 user<TAB>bot'"),
+    ("1 hi\t \n", False, r"dialogs.txt:1: expected '<id> user utterance<TAB>bot utterance'"),
+    ("1 female young veg paella\n", True, r"dialogs.txt:1: dialog has no 'user<TAB>bot' turn"),
+    ("\n\n", False, r"dialogs.txt: no dialogs"),
+])
+def test_reader_rejects_malformed_dialogs(tmp_path, text, has_profile, message):
+    path = write(tmp_path / "dialogs.txt", text)
+    with pytest.raises(DialogFormatError, match=message):
+        read_dialogs(path, has_profile)
+
+
+def test_bot_utterance_missing_from_candidates_is_an_error(tmp_path, files):
+    dialogs_path, _ = files
+    cands_path = write(tmp_path / "few.txt", "1 hello maam\n")
+    dialogs = read_dialogs(dialogs_path, has_profile=True)
+    with pytest.raises(DialogFormatError, match=r"dialogs.txt.gz:3: bot utterance 'api_call italian rome two cheap' "
+                                                r"is not in the candidate set .*few.txt"):
+        answer_indices(dialogs, read_candidates(cands_path), dialogs_path, cands_path)
+
+
+def test_bad_candidate_line_and_missing_file(tmp_path):
+    with pytest.raises(DialogFormatError, match=r"c.txt:2: expected '<id> <utterance>'"):
+        read_candidates(write(tmp_path / "c.txt", "1 ok\nno id here\n"))
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        open_text(str(tmp_path / "nope.txt"))
+
+
+def test_target_subsets_are_seeded_and_nested():
+    small, large = target_subset(1000, 50, seed=3), target_subset(1000, 250, seed=3)
+    assert len(set(small)) == 50 and set(small) <= set(large)
+    np.testing.assert_array_equal(small, target_subset(1000, 50, seed=3))
+    assert set(small) != set(target_subset(1000, 50, seed=4))
+    with pytest.raises(ValueError, match="target_dialogs"):
+        target_subset(1000, 0, seed=0)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return load_corpus(max_dialogs=20)
+
+
+def test_packaged_data_encodes_with_speaker_and_time_tokens(corpus):
+    split = encode(corpus, "target_trn", np.array([0, 3]))
+    vocab = corpus.vocab
+    words = lambda ids: [vocab.words[i] for i in ids if i]
+    d0 = corpus.dialogs["target_trn"][0]
+    assert words(split.store[0, 0]) == d0.profile.split() + ["$p", "#1"]
+    assert words(split.store[0, 1])[-2:] == ["$u", "#2"] and words(split.store[0, 2])[-2:] == ["$r", "#3"]
+    first = np.flatnonzero(split.dialog == 0)
+    assert len(first) == len(d0.turns) and list(split.turn[first]) == list(range(1, len(d0.turns) + 1))
+    assert corpus.candidate_texts["target"][split.answer[first[0]]] == d0.turns[0].bot
+    assert set(split.dialog_id) == {0, 3}
+    assert corpus.related_candidates.shape[1] == corpus.target_candidates.shape[1] == corpus.sentence_len
+
+
+def test_gather_batch_keeps_the_most_recent_sentences(corpus):
+    split = encode(corpus, "related_trn", np.array([1]))
+    pool = device_pool(split, 1, corpus.related_candidates)
+    i = int(np.argmax(split.memory_len))  # the last turn: the longest memory
+    n = int(split.memory_len[i])
+    batch = gather_batch(pool, jnp.array([i, 0]), memory_size=4)
+    np.testing.assert_array_equal(batch["memory"][0], split.store[0, n - 4:n])
+    assert not np.asarray(batch["memory"][1]).any()  # the first turn of a bAbI dialog has an empty memory
+    big = gather_batch(pool, jnp.array([i]), memory_size=n + 3)
+    assert not np.asarray(big["memory"][0, :3]).any()  # left padding
+    np.testing.assert_array_equal(big["memory"][0, 3:], split.store[0, :n])
+    assert int(batch["answer"][0]) == int(split.answer[i]) and batch["task"].tolist() == [1, 1]
