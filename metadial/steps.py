@@ -237,13 +237,17 @@ class LearningToReweight:
     """Learning to reweight (Ren et al., 2018): fresh weights every step, no persistent meta-parameters.
 
     The weights are ``max(-g, 0)`` normalised to sum to 1 over the batch, where ``g`` is the gradient of
-    the outer loss (target loss on ``outer_batch`` after one optax step on ``sum_i eps_i * l_i``) w.r.t.
-    ``eps`` at ``eps = 0``. The look-ahead uses the model's own optimizer and state; Ren et al. used SGD.
+    the outer loss (target loss on ``outer_batch`` after one ``lookahead`` step on ``sum_i eps_i * l_i``)
+    w.r.t. ``eps`` at ``eps = 0``. The default look-ahead is plain SGD, as in Ren et al.; after the
+    normalisation its learning rate cancels, so the weights are the clipped, normalised alignments
+    ``<grad outer loss, grad l_i>``. A look-ahead with global-norm clipping would differentiate a norm at
+    exactly 0 (the gradient at ``eps = 0``) and give NaN, so it is not used by default.
     """
 
     loss_fn: LossFn
     optimizer: optax.GradientTransformation
     target_in_update: bool = True
+    lookahead: optax.GradientTransformation = dataclasses.field(default_factory=lambda: optax.sgd(1.0))
 
     def init(self, params: PyTree) -> TrainState:
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.optimizer.init(params))
@@ -252,11 +256,13 @@ class LearningToReweight:
         self, state: TrainState, target_batch: Batch, related_batch: Batch, outer_batch: Batch
     ) -> jax.Array:
         """Returns the ``(B,)`` weights of the related batch, non-negative, summing to 1 (or all 0)."""
-        batch_size = jax.tree_util.tree_leaves(related_batch)[0].shape[0]
+        batch_size = jax.eval_shape(self.loss_fn, state.params, related_batch).shape[0]
+
+        lookahead_state = self.lookahead.init(state.params)
 
         def outer(eps):
             params, _ = optimizer_steps(
-                self.loss_fn, self.optimizer, state.params, state.opt_state, eps, target_batch, related_batch,
+                self.loss_fn, self.lookahead, state.params, lookahead_state, eps, target_batch, related_batch,
                 num_steps=1, include_target=False, normalize=False,
             )
             return mean_loss(self.loss_fn, params, outer_batch)

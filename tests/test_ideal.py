@@ -114,3 +114,17 @@ def test_published_ideal_table_matches_results_json():
     assert summary == ideal.summarize(records, get_config())
     assert published_block((ROOT / "README.md").read_text(), "ideal") == summary.strip("\n")
     assert sorted({r["seed"] for r in records}) == [0, 1, 2, 3, 4]
+
+
+def test_merge_of_split_workdirs_reproduces_the_single_run_table(tmp_path):
+    from experiments.merge import merge
+
+    records = json.loads((ROOT / "results/ideal/results.json").read_text())
+    for name, part in [("a", records[:10]), ("b", records[10:])]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(part))
+    merge("ideal", get_config(), [str(tmp_path / "a"), str(tmp_path / "b")], str(tmp_path / "out"))
+    assert (tmp_path / "out/summary.md").read_text() == (ROOT / "results/ideal/summary.md").read_text()
+    (tmp_path / "a/results.json").write_text("[{")
+    with pytest.raises(ValueError, match=r"a/results.json:1: not valid JSON"):
+        merge("ideal", get_config(), [str(tmp_path / "a")], str(tmp_path / "out"))

@@ -140,7 +140,7 @@ def test_l2rw_weights_are_the_clipped_normalised_gradient_alignment():
     with jax.enable_x64(True):
         target, related, outer = tiny.make_batches()
         params = tiny.make_params(jax.random.PRNGKey(0))
-        l2rw = LearningToReweight(tiny.loss_fn, optax.sgd(0.2))
+        l2rw = LearningToReweight(tiny.loss_fn, optax.adam(0.1), lookahead=optax.sgd(0.2))
         state = l2rw.init(params)
         w = np.asarray(l2rw.example_weights(state, target, related, outer))
         g_outer = jax.grad(lambda p: jnp.mean(tiny.loss_fn(p, outer)))(params)
@@ -150,6 +150,13 @@ def test_l2rw_weights_are_the_clipped_normalised_gradient_alignment():
         assert expected.sum() > 0
         np.testing.assert_allclose(w, expected / expected.sum(), rtol=1e-8, atol=1e-12)
         assert np.all(w >= 0) and w.sum() == pytest.approx(1.0)
+        # the default look-ahead (SGD) gives the same weights: its learning rate cancels
+        np.testing.assert_allclose(LearningToReweight(tiny.loss_fn, optax.adam(0.1)).example_weights(
+            state, target, related, outer), w, rtol=1e-8, atol=1e-12)
+        # a clipped model optimizer does not turn the weights into NaN: the look-ahead never clips
+        clipped = LearningToReweight(tiny.loss_fn, optax.chain(optax.clip_by_global_norm(0.5), optax.adam(0.1)))
+        np.testing.assert_allclose(clipped.example_weights(clipped.init(params), target, related, outer), w,
+                                   rtol=1e-8, atol=1e-12)
         new_state, metrics = jax.jit(l2rw.step)(state, target, related, outer)
         assert int(new_state.step) == 1 and np.isfinite(float(metrics["train_loss"]))
 

@@ -1,0 +1,68 @@
+r"""Merges the outputs of launcher runs that were split over several workdirs (e.g. one per target size).
+
+    python -m experiments.merge --experiment=dialog --config=configs/dialog.py --workdirs=A,B --out=DIR
+
+Concatenates ``results.json`` (and, for the dialog experiment, the runs of ``related_weights.json``) and
+writes the merged ``results.json``, ``summary.md`` (and ``related_weights.json``) to ``--out``, with the
+same table code the launcher uses. The config supplies the table's header (steps, batch size).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import dialog, ideal
+from experiments.common import as_list, write_outputs
+from metadial.io import atomic_write_json
+
+FLAGS = flags.FLAGS
+
+
+def load_json(path: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def merge(experiment: str, config, workdirs: list[str], out: str) -> None:
+    records = []
+    for w in workdirs:
+        records += load_json(os.path.join(w, "results.json"))
+    if experiment == "ideal":
+        write_outputs(out, records, ideal.summarize(records, config))
+        return
+    examples, runs = None, []
+    for w in workdirs:
+        path = os.path.join(w, "related_weights.json")
+        if os.path.exists(path):
+            weights = load_json(path)
+            if examples is not None and weights["examples"] != examples:
+                raise ValueError(f"{path}: related examples differ from those of the other workdirs")
+            examples = weights["examples"]
+            runs += weights["runs"]
+    kinds = [e["kind"] for e in examples] if examples else []
+    write_outputs(out, records, dialog.summarize(records, runs, kinds, config))
+    if examples is not None:
+        atomic_write_json(os.path.join(out, "related_weights.json"), {"examples": examples, "runs": runs})
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.experiment not in ("ideal", "dialog"):
+        raise app.UsageError(f"--experiment must be ideal or dialog, got {FLAGS.experiment!r}")
+    merge(FLAGS.experiment, FLAGS.config, as_list(FLAGS.workdirs), FLAGS.out)
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("experiment", "dialog", "ideal or dialog.")
+    config_flags.DEFINE_config_file("config", "configs/dialog.py", "The config the runs used (for the header).")
+    flags.DEFINE_string("workdirs", None, "Comma-separated launcher workdirs.", required=True)
+    flags.DEFINE_string("out", None, "Output folder.", required=True)
+    app.run(main)
