@@ -16,6 +16,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.train_steps = 3000
     c.eval_every = 500  # dev evaluation for model selection (best dev per-response accuracy)
     c.eval_batch_size = 256
+    c.checkpoint_every = 500  # checkpoints under DIR/checkpoints/<method>-<size>-seed<k>; a rerun resumes
+    c.keep_checkpoints = 2
+    c.tensorboard = True  # event files under DIR/tensorboard/ (metrics also in DIR/metrics.jsonl)
     c.pretrain_fraction = 0.5  # pretrain_finetune: this fraction of the steps on related, the rest on target
     # model (MemN2N) and optimizer
     c.hops = 3

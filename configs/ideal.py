@@ -20,6 +20,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0  # seeds are seed, seed + 1, ..., seed + num_seeds - 1
     c.train_steps = 4000
     c.log_every = 500
+    c.checkpoint_every = 1000  # checkpoints under DIR/checkpoints/<method>-seed<k>; a rerun resumes
+    c.keep_checkpoints = 2
+    c.tensorboard = True  # event files under DIR/tensorboard/ (metrics also in DIR/metrics.jsonl)
     # model and its optimizer
     c.hidden_sizes = (64,)
     c.batch_size = 32  # target (and outer) batch

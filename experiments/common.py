@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Iterable, Sequence
 
 import optax
 
+from metadial.checkpoint import Checkpointer
 from metadial.io import atomic_write_json, atomic_write_text
+from metadial.loop import MetricsLog
 from metadial.metrics import mean_std
 
 
@@ -71,3 +74,54 @@ def write_outputs(workdir: str, records: list[dict], summary: str) -> None:
     """Writes ``results.json`` and ``summary.md`` atomically (a crash never leaves a truncated file)."""
     atomic_write_json(os.path.join(workdir, "results.json"), records)
     atomic_write_text(os.path.join(workdir, "summary.md"), summary)
+
+
+class RunStore:
+    """A launcher's workdir: finished records (``results.json``), per-run checkpoints, metrics and events.
+
+    Re-running the same command with the same workdir skips the finished runs and resumes the unfinished
+    one from its last checkpoint. The config is saved as ``config.json``; a workdir started with a different
+    config is refused, so results of two configs never mix. Without a workdir nothing is written.
+    """
+
+    def __init__(self, workdir: str | None, config, keep_checkpoints: int = 2):
+        self.workdir, self.keep = workdir, keep_checkpoints
+        self.records: list[dict] = []
+        if not workdir:
+            return
+        os.makedirs(workdir, exist_ok=True)
+        config_path = os.path.join(workdir, "config.json")
+        current = config.to_json(sort_keys=True, indent=1)
+        if os.path.exists(config_path):
+            with open(config_path) as f:
+                saved = f.read()
+            if saved.strip() != current.strip():
+                raise ValueError(f"{config_path}: the workdir holds runs of a different config; use a new --workdir "
+                                 f"(or delete this one) to start over")
+        else:
+            atomic_write_text(config_path, current + "\n")
+        results_path = os.path.join(workdir, "results.json")
+        if os.path.exists(results_path):
+            with open(results_path) as f:
+                try:
+                    self.records = json.load(f)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{results_path}:{e.lineno}: not valid JSON ({e.msg})") from None
+
+    def done(self, **key) -> dict | None:
+        """The finished record matching ``key`` (e.g. method and seed), if any."""
+        for r in self.records:
+            if all(r.get(k) == v for k, v in key.items()):
+                return r
+        return None
+
+    def checkpointer(self, run_name: str) -> Checkpointer | None:
+        if not self.workdir:
+            return None
+        return Checkpointer(os.path.join(self.workdir, "checkpoints", run_name), keep=self.keep)
+
+    def metrics_log(self, run_name: str, tags: dict, tensorboard: bool = True) -> MetricsLog | None:
+        if not self.workdir:
+            return None
+        tb_dir = os.path.join(self.workdir, "tensorboard", run_name) if tensorboard else None
+        return MetricsLog(os.path.join(self.workdir, "metrics.jsonl"), tb_dir, tags)

@@ -9,6 +9,7 @@ the original bAbI dialog task 5 training set. Model: MemN2N. Writes ``DIR/result
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -21,10 +22,12 @@ import optax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments.common import as_list, check_methods, check_positive, model_optimizer, summary_table, write_outputs
+from experiments.common import (RunStore, as_list, check_methods, check_positive, model_optimizer, summary_table,
+                                write_outputs)
 from metadial.data.dialog_batches import Pool, device_pool, gather_batch, sample_batch
 from metadial.data.dialog_tasks import Corpus, EncodedSplit, encode, load_corpus, target_subset, turn_kinds
 from metadial.io import atomic_write_json
+from metadial.loop import train_loop
 from metadial.models.memn2n import RELATED_TASK, TARGET_TASK, MemN2N, MemoryGate, predict, response_loss_fn
 from metadial.steps import LearningToReweight, MetaReweighting, PlainTrainer
 from metadial.weighting import NetWeighting, TableWeighting
@@ -43,7 +46,8 @@ def validate_config(config: ml_collections.ConfigDict) -> tuple[list[str], list[
         raise ValueError(f"config.target_dialogs must be positive dialog counts, got {config.target_dialogs}")
     check_positive(config, ["num_seeds", "train_steps", "eval_every", "eval_batch_size", "hops", "embedding_size",
                             "memory_size", "batch_size", "learning_rate", "meta_learning_rate",
-                            "table_meta_learning_rate", "gate_embedding_size", "inner_steps"])
+                            "table_meta_learning_rate", "gate_embedding_size", "inner_steps", "checkpoint_every",
+                            "keep_checkpoints"])
     if not 0.0 < config.pretrain_fraction < 1.0:
         raise ValueError(f"config.pretrain_fraction must be in (0, 1), got {config.pretrain_fraction}")
     if config.max_dialogs < 0:
@@ -139,39 +143,35 @@ class DialogProgram:
         return w * idx.shape[0]
 
 
-def run_one(program: DialogProgram, data: dict[str, Any], seed: int, size: int) -> tuple[dict, np.ndarray | None]:
-    """Trains one (method, size, seed) with dev model selection; returns its record and related weights."""
+def run_one(program: DialogProgram, data: dict[str, Any], seed: int, size: int,
+            store: RunStore) -> tuple[dict, np.ndarray | None]:
+    """Trains one (method, size, seed) with dev model selection (resuming from its checkpoint if any);
+    returns its record and the related examples' weights."""
     c = program.config
     pools = {"target": data["target_train"], "related": data["related_pool"]}
     k_init, k_train, k_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
-    state = program.init(k_init, pools)
     pretrain_steps = int(c.train_steps * c.pretrain_fraction)
-    best = (-1.0, 0, state)
-    start = time.time()
-    for step in range(c.train_steps):
+    name = f"{program.method}-{size}-seed{seed}"
+
+    def step_fn(state, key, step):
         phase = "finetune" if program.method == "pretrain_finetune" and step >= pretrain_steps else "main"
-        state, metrics = program.train_step(state, jax.random.fold_in(k_train, step), pools, phase=phase)
-        if (step + 1) % c.eval_every == 0 or step + 1 == c.train_steps:
-            shown = {k: float(v) for k, v in metrics.items()}
-            if not all(np.isfinite(v) for v in shown.values()):
-                raise FloatingPointError(f"{program.method} size={size} seed={seed}: non-finite metrics at step "
-                                         f"{step + 1}: {shown}")
-            dev_acc, _ = program.evaluate(state.params, data["dev_pool"], data["dev"])
-            if dev_acc > best[0]:
-                best = (dev_acc, step + 1, state)
-            elapsed = time.time() - start
-            logging.info("%s size=%d seed=%d step %d/%d (%.1f steps/s, ETA %.0fs) dev=%.4f best=%.4f@%d %s",
-                         program.method, size, seed, step + 1, c.train_steps, (step + 1) / elapsed,
-                         elapsed / (step + 1) * (c.train_steps - step - 1), dev_acc, best[0], best[1],
-                         " ".join(f"{k}={v:.4f}" for k, v in shown.items()))
-    dev_acc, best_step, best_state = best
+        return program.train_step(state, key, pools, phase=phase)
+
+    start = time.time()
+    result = train_loop(
+        step_fn, program.init(k_init, pools), k_train, num_steps=c.train_steps, name=name, log_every=c.eval_every,
+        evaluate=lambda state: program.evaluate(state.params, data["dev_pool"], data["dev"])[0],
+        eval_every=c.eval_every, checkpointer=store.checkpointer(name), checkpoint_every=c.checkpoint_every,
+        metrics_log=store.metrics_log(name, {"method": program.method, "target_dialogs": size, "seed": seed},
+                                      c.tensorboard))
+    best_state = result.best_state
     test = program.evaluate(best_state.params, data["test_pool"], data["test"])
     oov = program.evaluate(best_state.params, data["oov_pool"], data["oov"])
     record = {
         "method": program.method, "seed": seed, "target_dialogs": size,
         "test_response_accuracy": test[0], "test_dialog_accuracy": test[1],
         "oov_response_accuracy": oov[0], "oov_dialog_accuracy": oov[1],
-        "dev_response_accuracy": dev_acc, "train_steps": c.train_steps, "best_step": best_step,
+        "dev_response_accuracy": result.best_score, "train_steps": c.train_steps, "best_step": result.best_step,
     }
     weights = program.related_weights(best_state, k_eval, pools, len(data["related"]))
     record["wall_seconds"] = round(time.time() - start, 1)
@@ -224,38 +224,46 @@ def load_data(config) -> tuple[Corpus, dict[str, Any]]:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | None) -> list[dict]:
-    """Runs every method × target size × seed; writes outputs after each run if ``workdir`` is set."""
+    """Runs every method × target size × seed; writes outputs after each run if ``workdir`` is set.
+
+    Re-running with the same workdir skips finished runs and resumes the unfinished one."""
     methods, sizes = validate_config(config)
     corpus, data = load_data(config)
     num_train = len(corpus.dialogs["target_trn"])
     for size in sizes:
         if size > num_train:
             raise ValueError(f"config.target_dialogs={size} exceeds the {num_train} training dialogs available")
+    store = RunStore(workdir, config, config.keep_checkpoints)
+    records = store.records
+    weights_path = os.path.join(workdir, "related_weights.json") if workdir else None
+    weight_runs: list[dict] = []
+    if weights_path and os.path.exists(weights_path):
+        with open(weights_path) as f:
+            # keep only the runs whose record is final: a run killed between the two writes is redone
+            weight_runs = [r for r in json.load(f)["runs"]
+                           if store.done(method=r["method"], target_dialogs=r["target_dialogs"], seed=r["seed"])]
     related = data["related"]
     kinds = turn_kinds(related)
-    records: list[dict] = []
-    weight_runs: list[dict] = []
+    examples = [{"example_id": i, "dialog_id": int(related.dialog_id[i]), "turn": int(related.turn[i]),
+                 "bot": related.bot[i], "kind": kinds[i]} for i in range(len(related))]
     for method in methods:
         program = DialogProgram(method, config, corpus)
         for size in sizes:
             for seed in range(config.seed, config.seed + config.num_seeds):
+                if store.done(method=method, target_dialogs=size, seed=seed):
+                    continue
                 train = encode(corpus, "target_trn", target_subset(num_train, size, seed))
                 run_data = dict(data, target_train=device_pool(train, TARGET_TASK, corpus.target_candidates))
-                record, weights = run_one(program, run_data, seed, size)
+                record, weights = run_one(program, run_data, seed, size, store)
                 records.append(record)
                 logging.info("done %s", record)
                 if weights is not None:
                     weight_runs.append({"method": method, "target_dialogs": size, "seed": seed,
                                         "weights": [round(float(w), 5) for w in weights]})
                 if workdir:
+                    if weights is not None:  # written before results.json, which marks the run as done
+                        atomic_write_json(weights_path, {"examples": examples, "runs": weight_runs})
                     write_outputs(workdir, records, summarize(records, weight_runs, kinds, config))
-                    if weights is not None:
-                        atomic_write_json(os.path.join(workdir, "related_weights.json"), {
-                            "examples": [{"example_id": i, "dialog_id": int(related.dialog_id[i]),
-                                          "turn": int(related.turn[i]), "bot": related.bot[i], "kind": kinds[i]}
-                                         for i in range(len(related))],
-                            "runs": weight_runs,
-                        })
     return records
 
 

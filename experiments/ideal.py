@@ -18,8 +18,10 @@ import optax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments.common import as_list, check_methods, check_positive, model_optimizer, summary_table, write_outputs
+from experiments.common import (RunStore, as_list, check_methods, check_positive, model_optimizer, summary_table,
+                                write_outputs)
 from metadial.data.ideal import IdealTask, make_ideal_task
+from metadial.loop import train_loop
 from metadial.metrics import roc_auc
 from metadial.models.mlp import MLPClassifier, accuracy, classification_loss_fn
 from metadial.steps import LearningToReweight, MetaReweighting, PlainTrainer
@@ -38,7 +40,8 @@ def validate_config(config: ml_collections.ConfigDict) -> list[str]:
     methods = check_methods(config.methods, METHODS)
     check_positive(config, ["num_classes", "input_dim", "num_target", "num_related", "num_test", "num_seeds",
                             "train_steps", "batch_size", "related_batch_size", "learning_rate",
-                            "meta_learning_rate", "table_meta_learning_rate", "inner_steps", "log_every"])
+                            "meta_learning_rate", "table_meta_learning_rate", "inner_steps", "log_every", "checkpoint_every",
+                            "keep_checkpoints"])
     inputs = as_list(config.weight_net_inputs)
     bad_inputs = [i for i in inputs if i not in NET_INPUTS]
     if bad_inputs or not inputs:
@@ -158,23 +161,23 @@ def device_data(task: IdealTask) -> dict[str, dict[str, jax.Array]]:
     }
 
 
-def run_one(program: MethodProgram, task: IdealTask, seed: int) -> dict[str, Any]:
-    """Trains one method on one seed's task; returns its results record."""
+def run_one(program: MethodProgram, task: IdealTask, seed: int, store: RunStore) -> dict[str, Any]:
+    """Trains one method on one seed's task (resuming from its checkpoint if any); returns its record."""
     c = program.config
     data = device_data(task)
-    key = jax.random.PRNGKey(seed)
-    k_init, k_train, k_eval = jax.random.split(key, 3)
-    state = program.init(k_init, data)
-    start = time.time()
-    for step in range(c.train_steps):
-        phase = "finetune" if program.method == "pretrain_finetune" and step >= c.train_steps // 2 else "main"
-        state, metrics = program.train_step(state, jax.random.fold_in(k_train, step), data, phase=phase)
-        if (step + 1) % c.log_every == 0 or step + 1 == c.train_steps:
-            shown = ", ".join(f"{k}={float(v):.4f}" for k, v in metrics.items())
-            logging.info("%s seed=%d step %d/%d (%.0f steps/s): %s", program.method, seed, step + 1,
-                         c.train_steps, (step + 1) / (time.time() - start), shown)
-            if not all(np.isfinite(float(v)) for v in metrics.values()):
-                raise FloatingPointError(f"{program.method} seed={seed}: non-finite metrics at step {step + 1}: {shown}")
+    k_init, k_train, k_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
+    name = f"{program.method}-seed{seed}"
+    half = c.train_steps // 2
+
+    def step_fn(state, key, step):
+        phase = "finetune" if program.method == "pretrain_finetune" and step >= half else "main"
+        return program.train_step(state, key, data, phase=phase)
+
+    result = train_loop(
+        step_fn, program.init(k_init, data), k_train, num_steps=c.train_steps, name=name, log_every=c.log_every,
+        checkpointer=store.checkpointer(name), checkpoint_every=c.checkpoint_every,
+        metrics_log=store.metrics_log(name, {"method": program.method, "seed": seed}, c.tensorboard))
+    state = result.state
     test = {k: jnp.asarray(task.test[k]) for k in DEVICE_KEYS}
     test_acc = float(accuracy(program.module, state.params, program.inputs_fn(test), test["y"]))
     record = {"method": program.method, "seed": seed, "test_accuracy": test_acc, "weight_auc": None,
@@ -204,20 +207,25 @@ def summarize(records: list[dict], config) -> str:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | None) -> list[dict]:
-    """Runs every method × seed of the config; writes results after each run if ``workdir`` is set."""
+    """Runs every method × seed of the config; writes results after each run if ``workdir`` is set.
+
+    Re-running with the same workdir skips finished runs and resumes the unfinished one."""
     methods = validate_config(config)
-    records: list[dict] = []
+    store = RunStore(workdir, config, config.keep_checkpoints)
+    records = store.records
     tasks = {}
     for method in methods:
         program = MethodProgram(method, config)
         for seed in range(config.seed, config.seed + config.num_seeds):
+            if store.done(method=method, seed=seed):
+                continue
             if seed not in tasks:
                 tasks[seed] = make_ideal_task(
                     jax.random.PRNGKey(10_000 + seed), num_classes=config.num_classes, input_dim=config.input_dim,
                     num_target=config.num_target, num_related=config.num_related, num_test=config.num_test,
                     corrupt_fraction=config.corrupt_fraction, corruption=config.corruption)
             t0 = time.time()
-            record = run_one(program, tasks[seed], seed)
+            record = run_one(program, tasks[seed], seed, store)
             record["wall_seconds"] = round(time.time() - t0, 2)
             records.append(record)
             logging.info("done %s", record)

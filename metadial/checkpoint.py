@@ -1,0 +1,52 @@
+"""Periodic checkpoints of a whole training state with orbax-checkpoint (atomic writes, last few kept)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Iterator
+
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """orbax logs every save at INFO through absl; keep the launchers' progress log readable."""
+    level = logging.get_verbosity()
+    logging.set_verbosity(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+
+
+class Checkpointer:
+    """Saves and restores pytrees under ``directory/<step>``; orbax writes each checkpoint to a temporary
+    folder and renames it when complete, so a crash never leaves a half-written checkpoint behind."""
+
+    def __init__(self, directory: str, keep: int = 2):
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.directory = os.path.abspath(directory)
+        with _quiet():
+            self._manager = ocp.CheckpointManager(
+                self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, tree: Any) -> None:
+        """Writes ``tree`` as the checkpoint of ``step`` and waits until it is on disk."""
+        with _quiet():
+            self._manager.save(step, args=ocp.args.StandardSave(tree), force=True)
+            self._manager.wait_until_finished()
+
+    def restore(self, step: int, like: Any) -> Any:
+        """The checkpoint of ``step``, with the structure and dtypes of ``like``."""
+        with _quiet():
+            return self._manager.restore(step, args=ocp.args.StandardRestore(like))
+
+    def close(self) -> None:
+        with _quiet():
+            self._manager.close()

@@ -1,0 +1,151 @@
+"""The training loop shared by the launchers: periodic evaluation with best-score model selection,
+metrics as JSON lines and TensorBoard scalars, checkpoint/resume, and a stop on non-finite values.
+
+The data-sampling randomness of step ``s`` is ``fold_in(key, s)``: it is a function of the run's key and the
+step alone, so a resumed run draws exactly the batches the uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from metadial.checkpoint import Checkpointer
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or metric became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class LoopResult:
+    state: Any  # the final state
+    best_state: Any  # the state with the best evaluation score (the final state when there is no evaluation)
+    best_score: float | None
+    best_step: int
+    resumed_from: int  # the checkpoint step the run resumed from (0: a fresh start)
+
+
+class MetricsLog:
+    """Appends metrics as JSON lines to ``path`` and, if ``tensorboard_dir`` is set, as TensorBoard scalars
+    (tensorboardX: event files without TensorFlow)."""
+
+    def __init__(self, path: str | None, tensorboard_dir: str | None = None, tags: dict[str, Any] | None = None):
+        self.path, self.tags = path, dict(tags or {})
+        self._writer = None
+        if tensorboard_dir:
+            from tensorboardX import SummaryWriter  # imported lazily: only runs with a workdir need it
+
+            self._writer = SummaryWriter(tensorboard_dir)
+
+    def drop_after(self, step: int) -> None:
+        """Removes this run's lines past ``step`` (written by an interrupted run after its last checkpoint)."""
+        if not self.path or not os.path.exists(self.path):
+            return
+        from metadial.io import atomic_write_text
+
+        kept = []
+        with open(self.path) as f:
+            for line in f:
+                entry = json.loads(line)
+                mine = all(entry.get(k) == v for k, v in self.tags.items())
+                if not (mine and entry["step"] > step):
+                    kept.append(line)
+        atomic_write_text(self.path, "".join(kept))
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({**self.tags, "step": step, **values}) + "\n")
+        if self._writer is not None:
+            for k, v in values.items():
+                self._writer.add_scalar(k, v, step)
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def check_finite(values: dict[str, float], step: int, where: str) -> None:
+    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+    if bad:
+        raise NonFiniteError(f"{where}: non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} at step {step}; "
+                             f"the last good checkpoint (if any) is kept")
+
+
+def tree_is_finite(tree: Any) -> bool:
+    leaves = [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
+    return all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
+
+
+def train_loop(
+    train_step: Callable[[Any, jax.Array, int], tuple[Any, dict[str, jax.Array]]],
+    state: Any,
+    key: jax.Array,
+    *,
+    num_steps: int,
+    name: str,
+    log_every: int,
+    evaluate: Callable[[Any], float] | None = None,
+    eval_every: int = 0,
+    checkpointer: Checkpointer | None = None,
+    checkpoint_every: int = 0,
+    metrics_log: MetricsLog | None = None,
+) -> LoopResult:
+    """Runs ``train_step(state, fold_in(key, step), step)`` for ``num_steps`` steps.
+
+    Every ``eval_every`` steps (and at the end) ``evaluate(state)`` gives a score; the best state is kept.
+    Every ``checkpoint_every`` steps (and at the end) the state, the best state and its score are saved;
+    if ``checkpointer`` holds a checkpoint, the loop resumes from its latest one.
+    """
+    # the score stays float64 (numpy) so that the reported best score is exactly what ``evaluate`` returned
+    best = {"state": state, "score": np.asarray(-np.inf, np.float64), "step": np.asarray(0, np.int64)}
+    start = 0
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+        start = int(checkpointer.latest_step())
+        restored = checkpointer.restore(start, {"state": state, "best": best})
+        state, best = restored["state"], restored["best"]
+        logging.info("%s: resumed from the checkpoint of step %d", name, start)
+    if metrics_log is not None:
+        metrics_log.drop_after(start)  # lines an interrupted run wrote after its last checkpoint
+    t0, last = time.time(), {}
+    for step in range(start, num_steps):
+        state, metrics = train_step(state, jax.random.fold_in(key, step), step)
+        s = step + 1
+        at_end = s == num_steps
+        logging_now = s % log_every == 0 or at_end
+        evaluating = evaluate is not None and (s % eval_every == 0 or at_end)
+        saving = checkpointer is not None and checkpoint_every > 0 and (s % checkpoint_every == 0 or at_end)
+        if not (logging_now or evaluating or saving):
+            continue
+        last = {k: float(v) for k, v in metrics.items()}
+        check_finite(last, s, name)
+        if evaluating:
+            score = float(evaluate(state))
+            last["eval_score"] = score
+            if score > float(best["score"]):
+                best = {"state": state, "score": np.asarray(score, np.float64), "step": np.asarray(s, np.int64)}
+        if logging_now or evaluating:
+            rate = (s - start) / max(time.time() - t0, 1e-9)
+            logging.info("%s step %d/%d (%.1f steps/s, ETA %.0fs) %s", name, s, num_steps, rate,
+                         (num_steps - s) / rate, " ".join(f"{k}={v:.4f}" for k, v in last.items()))
+            if metrics_log is not None:
+                metrics_log.write(s, last)
+        if saving:
+            if not tree_is_finite(state):
+                raise NonFiniteError(f"{name}: the state holds non-finite values at step {s}; "
+                                     f"the last good checkpoint (if any) is kept")
+            checkpointer.save(s, {"state": state, "best": best})
+    if evaluate is None:
+        return LoopResult(state, state, None, num_steps, start)
+    return LoopResult(state, best["state"], float(best["score"]), int(best["step"]), start)

@@ -1,0 +1,63 @@
+"""The shared training loop: non-finite stops, checkpoints, model selection and metrics lines."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metadial.checkpoint import Checkpointer
+from metadial.loop import MetricsLog, NonFiniteError, train_loop
+
+
+def counting_step(bad_at: int | None = None):
+    """A step that adds 1 to the state; its loss becomes NaN from step ``bad_at`` (1-based) on."""
+
+    def step(state, key, step_index):
+        new = {"x": state["x"] + 1.0}
+        loss = jnp.where(step_index + 1 >= (bad_at or 10**9), jnp.nan, 1.0 / (step_index + 1))
+        return new, {"train_loss": loss}
+
+    return step
+
+
+def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
+    ckpt = Checkpointer(str(tmp_path / "ck"), keep=2)
+    with pytest.raises(NonFiniteError, match=r"run-a: non-finite train_loss=nan at step 7"):
+        train_loop(counting_step(bad_at=7), {"x": jnp.zeros(())}, jax.random.PRNGKey(0), num_steps=20, name="run-a",
+                   log_every=1, checkpointer=ckpt, checkpoint_every=3)
+    assert ckpt.latest_step() == 6
+    restored = ckpt.restore(6, {"state": {"x": jnp.zeros(())},
+                                "best": {"state": {"x": jnp.zeros(())}, "score": np.asarray(0.0), "step": np.asarray(0)}})
+    assert float(restored["state"]["x"]) == 6.0
+
+
+def test_loop_selects_the_best_evaluation_and_resumes(tmp_path):
+    scores = {2: 0.5, 4: 0.9, 6: 0.7, 8: 0.8}
+    evaluate = lambda state: scores[int(state["x"])]
+    log = MetricsLog(str(tmp_path / "m.jsonl"), None, {"run": "b"})
+    common = dict(num_steps=8, name="run-b", log_every=2, evaluate=evaluate, eval_every=2, checkpoint_every=2,
+                  metrics_log=log)
+    first = train_loop(counting_step(), {"x": jnp.zeros(())}, jax.random.PRNGKey(0),
+                       checkpointer=Checkpointer(str(tmp_path / "ck")), **common)
+    assert (first.best_score, first.best_step, float(first.best_state["x"])) == (0.9, 4, 4.0)
+    # a second call with the same checkpoints resumes at the end: nothing is retrained or logged twice
+    again = train_loop(counting_step(), {"x": jnp.zeros(())}, jax.random.PRNGKey(0),
+                       checkpointer=Checkpointer(str(tmp_path / "ck")), **common)
+    assert (again.resumed_from, again.best_score, again.best_step) == (8, 0.9, 4)
+    lines = [json.loads(l) for l in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == [2, 4, 6, 8] and lines[1]["eval_score"] == 0.9
+
+
+def test_metrics_log_drops_only_its_own_later_lines(tmp_path):
+    path = tmp_path / "m.jsonl"
+    a, b = MetricsLog(str(path), None, {"run": "a"}), MetricsLog(str(path), None, {"run": "b"})
+    for step in (1, 2, 3):
+        a.write(step, {"loss": 1.0})
+        b.write(step, {"loss": 2.0})
+    a.drop_after(1)
+    kept = [(e["run"], e["step"]) for e in map(json.loads, path.read_text().splitlines())]
+    assert kept == [("a", 1), ("b", 1), ("b", 2), ("b", 3)]

@@ -1,0 +1,68 @@
+"""Checkpoint/resume: a launcher killed with SIGKILL and re-run ends with the uninterrupted run's results."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+IDEAL = ["-m", "experiments.ideal", "--config=configs/ideal.py", "--config.num_target=40", "--config.num_related=100",
+         "--config.num_test=200", "--config.train_steps=300", "--config.log_every=25", "--config.checkpoint_every=25",
+         "--config.num_seeds=1", "--config.methods=pretrain_finetune,meta_table"]
+DIALOG = ["-m", "experiments.dialog", "--config=configs/dialog.py", "--config.max_dialogs=4",
+          "--config.target_dialogs=3", "--config.train_steps=12", "--config.eval_every=3",
+          "--config.checkpoint_every=3", "--config.num_seeds=1", "--config.eval_batch_size=64",
+          "--config.methods=meta_net"]
+
+
+def results_without_time(workdir: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "wall_seconds"}
+            for r in json.loads((workdir / "results.json").read_text())]
+
+
+def kill_midway_then_resume(args: list[str], workdir: Path, seed: int) -> None:
+    """Starts the launcher, SIGKILLs it at a random moment after its first metrics line, then re-runs it."""
+    cmd = [sys.executable, *args, f"--workdir={workdir}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(random.Random(seed).uniform(0.0, 1.5))
+    proc.kill()
+    proc.wait()
+    if (workdir / "results.json").exists():
+        json.loads((workdir / "results.json").read_text())  # never truncated
+    assert (workdir / "checkpoints").exists()
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=300)
+
+
+@pytest.mark.parametrize("args", [IDEAL, DIALOG], ids=["ideal", "dialog"])
+def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, args):
+    subprocess.run([sys.executable, *args, f"--workdir={tmp_path / 'straight'}"], cwd=ROOT, check=True,
+                   capture_output=True, timeout=300)
+    kill_midway_then_resume(args, tmp_path / "resumed", seed=len(args))
+    assert results_without_time(tmp_path / "resumed") == results_without_time(tmp_path / "straight")
+    if "experiments.dialog" in args[1]:
+        weights = lambda d: json.loads((d / "related_weights.json").read_text())
+        assert weights(tmp_path / "resumed") == weights(tmp_path / "straight")
+    steps = lambda d: [(e["method"], e["seed"], e["step"]) for e in map(json.loads, (d / "metrics.jsonl").open())]
+    assert sorted(steps(tmp_path / "resumed")) == sorted(steps(tmp_path / "straight"))
+
+
+def test_workdir_of_another_config_is_refused(tmp_path):
+    from configs.ideal import get_config
+    from experiments.common import RunStore
+
+    RunStore(str(tmp_path), get_config())
+    other = get_config()
+    other.num_seeds = 2
+    with pytest.raises(ValueError, match="config.json: the workdir holds runs of a different config"):
+        RunStore(str(tmp_path), other)
