@@ -115,6 +115,18 @@ class RunStore:
                 return r
         return None
 
+    def finished_weight_runs(self, path: str | None, key_fields: Sequence[str]) -> list[dict]:
+        """The runs of a ``related_weights.json`` whose record is final (a run killed between writing its
+        weights and its record is redone, so its weights entry is dropped)."""
+        if not path or not os.path.exists(path):
+            return []
+        with open(path) as f:
+            try:
+                runs = json.load(f)["runs"]
+            except (json.JSONDecodeError, KeyError) as e:
+                raise ValueError(f"{path}: expected a JSON object with a 'runs' list ({e})") from None
+        return [r for r in runs if self.done(**{k: r[k] for k in key_fields})]
+
     def checkpointer(self, run_name: str) -> Checkpointer | None:
         if not self.workdir:
             return None

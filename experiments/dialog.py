@@ -9,7 +9,6 @@ the original bAbI dialog task 5 training set. Model: MemN2N. Writes ``DIR/result
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -28,6 +27,7 @@ from metadial.data.dialog_batches import Pool, device_pool, gather_batch, sample
 from metadial.data.dialog_tasks import Corpus, EncodedSplit, encode, load_corpus, target_subset, turn_kinds
 from metadial.io import atomic_write_json
 from metadial.loop import train_loop
+from metadial.parallel import check_batch_size, data_mesh, replicate, shard_batch
 from metadial.models.memn2n import RELATED_TASK, TARGET_TASK, MemN2N, MemoryGate, predict, response_loss_fn
 from metadial.steps import LearningToReweight, MetaReweighting, PlainTrainer
 from metadial.weighting import NetWeighting, TableWeighting
@@ -80,11 +80,16 @@ class DialogProgram:
             self.trainer = LearningToReweight(self.loss_fn, optimizer)
         else:
             self.trainer = PlainTrainer(self.loss_fn, optimizer)
+        self.mesh = data_mesh()
+        check_batch_size(config.batch_size, self.mesh)
+        check_batch_size(config.eval_batch_size, self.mesh, "eval_batch_size")
         self.train_step = jax.jit(self._train_step, static_argnames="phase")
-        self.predict = jax.jit(lambda params, pool, idx: predict(self.model, params, gather_batch(pool, idx, self.memory_size)))
+        self.predict = jax.jit(lambda params, pool, idx: predict(self.model, params, shard_batch(
+            gather_batch(pool, idx, self.memory_size), self.mesh, unsharded=("candidates",))))
 
     def _batch(self, pool: Pool, key: jax.Array) -> dict:
-        return sample_batch(pool, key, self.config.batch_size, self.memory_size)
+        batch = sample_batch(pool, key, self.config.batch_size, self.memory_size)
+        return shard_batch(batch, self.mesh, unsharded=("candidates",))
 
     def init(self, key: jax.Array, pools: dict[str, Pool]):
         k_model, k_meta = jax.random.split(key)
@@ -133,6 +138,12 @@ class DialogProgram:
             out[idx[: num_related - start]] = w[: num_related - start]
         return out
 
+    def kind_means(self, state, pools, kind_ids: np.ndarray, kind_names: list[str]) -> dict[str, float]:
+        """Mean learned weight of each kind of related bot turn (meta methods), for the training log."""
+        w = self.related_weights(state, jax.random.PRNGKey(0), pools, len(kind_ids))
+        sums, counts = np.bincount(kind_ids, w, len(kind_names)), np.bincount(kind_ids, minlength=len(kind_names))
+        return {f"weight_{k}": float(s / n) for k, s, n in zip(kind_names, sums, counts) if n}
+
     def _batch_weights(self, state, key, pools, idx):
         related = gather_batch(pools["related"], idx, self.memory_size)
         if self.method == "meta_net":
@@ -148,6 +159,7 @@ def run_one(program: DialogProgram, data: dict[str, Any], seed: int, size: int,
     """Trains one (method, size, seed) with dev model selection (resuming from its checkpoint if any);
     returns its record and the related examples' weights."""
     c = program.config
+    data = {k: replicate(v, program.mesh) if k.endswith("_pool") or k == "target_train" else v for k, v in data.items()}
     pools = {"target": data["target_train"], "related": data["related_pool"]}
     k_init, k_train, k_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
     pretrain_steps = int(c.train_steps * c.pretrain_fraction)
@@ -159,11 +171,13 @@ def run_one(program: DialogProgram, data: dict[str, Any], seed: int, size: int,
 
     start = time.time()
     result = train_loop(
-        step_fn, program.init(k_init, pools), k_train, num_steps=c.train_steps, name=name, log_every=c.eval_every,
+        step_fn, replicate(program.init(k_init, pools), program.mesh), k_train, num_steps=c.train_steps, name=name, log_every=c.eval_every,
         evaluate=lambda state: program.evaluate(state.params, data["dev_pool"], data["dev"])[0],
         eval_every=c.eval_every, checkpointer=store.checkpointer(name), checkpoint_every=c.checkpoint_every,
         metrics_log=store.metrics_log(name, {"method": program.method, "target_dialogs": size, "seed": seed},
-                                      c.tensorboard))
+                                      c.tensorboard),
+        log_metrics=((lambda state: program.kind_means(state, pools, *data["kinds"]))
+                     if program.method in ("meta_table", "meta_net") else None))
     best_state = result.best_state
     test = program.evaluate(best_state.params, data["test_pool"], data["test"])
     oov = program.evaluate(best_state.params, data["oov_pool"], data["oov"])
@@ -236,14 +250,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | None) -> list[dict]:
     store = RunStore(workdir, config, config.keep_checkpoints)
     records = store.records
     weights_path = os.path.join(workdir, "related_weights.json") if workdir else None
-    weight_runs: list[dict] = []
-    if weights_path and os.path.exists(weights_path):
-        with open(weights_path) as f:
-            # keep only the runs whose record is final: a run killed between the two writes is redone
-            weight_runs = [r for r in json.load(f)["runs"]
-                           if store.done(method=r["method"], target_dialogs=r["target_dialogs"], seed=r["seed"])]
+    weight_runs = store.finished_weight_runs(weights_path, ("method", "target_dialogs", "seed"))
     related = data["related"]
     kinds = turn_kinds(related)
+    kind_names = sorted(set(kinds))
+    kind_index = (np.asarray([kind_names.index(k) for k in kinds]), kind_names)
     examples = [{"example_id": i, "dialog_id": int(related.dialog_id[i]), "turn": int(related.turn[i]),
                  "bot": related.bot[i], "kind": kinds[i]} for i in range(len(related))]
     for method in methods:
@@ -253,7 +264,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | None) -> list[dict]:
                 if store.done(method=method, target_dialogs=size, seed=seed):
                     continue
                 train = encode(corpus, "target_trn", target_subset(num_train, size, seed))
-                run_data = dict(data, target_train=device_pool(train, TARGET_TASK, corpus.target_candidates))
+                run_data = dict(data, target_train=device_pool(train, TARGET_TASK, corpus.target_candidates),
+                                kinds=kind_index)
                 record, weights = run_one(program, run_data, seed, size, store)
                 records.append(record)
                 logging.info("done %s", record)
@@ -272,10 +284,13 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
+    if FLAGS.distributed:
+        jax.distributed.initialize()  # multi-host GPU/TPU: coordinator and process ids from the cluster's env
     run(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", "configs/dialog.py", "Experiment configuration file.")
     flags.DEFINE_string("workdir", None, "Output folder for results.json, summary.md, related_weights.json.")
+    flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host runs).")
     app.run(main)

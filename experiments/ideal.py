@@ -7,6 +7,7 @@ Writes ``DIR/results.json`` (one record per (method, seed)) and ``DIR/summary.md
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable
 
@@ -21,8 +22,10 @@ from ml_collections import config_flags
 from experiments.common import (RunStore, as_list, check_methods, check_positive, model_optimizer, summary_table,
                                 write_outputs)
 from metadial.data.ideal import IdealTask, make_ideal_task
+from metadial.io import atomic_write_json
 from metadial.loop import train_loop
 from metadial.metrics import roc_auc
+from metadial.parallel import check_batch_size, data_mesh, replicate, shard_batch
 from metadial.models.mlp import MLPClassifier, accuracy, classification_loss_fn
 from metadial.steps import LearningToReweight, MetaReweighting, PlainTrainer
 from metadial.weighting import MLPScorer, NetWeighting, TableWeighting
@@ -100,6 +103,9 @@ class MethodProgram:
             self.trainer = LearningToReweight(self.loss_fn, optimizer)
         else:
             self.trainer = PlainTrainer(self.loss_fn, optimizer)
+        self.mesh = data_mesh()
+        check_batch_size(config.batch_size, self.mesh)
+        check_batch_size(config.related_batch_size, self.mesh, "related_batch_size")
         self.train_step = jax.jit(self._train_step, static_argnames="phase")
 
     def init(self, key: jax.Array, data: dict[str, dict[str, jax.Array]]):
@@ -114,16 +120,24 @@ class MethodProgram:
     def _train_step(self, state, key, data, phase: str = "main"):
         c = self.config
         k_t, k_r, k_o = jax.random.split(key, 3)
-        target = sample(data["target"], k_t, c.batch_size)
+        shard = lambda b: shard_batch(b, self.mesh)
+        target = shard(sample(data["target"], k_t, c.batch_size))
         if self.method == "target_only" or (self.method == "pretrain_finetune" and phase == "finetune"):
             return self.trainer.step(state, target)
         related_pool = data["related_correct"] if self.method == "oracle" else data["related"]
-        related = sample(related_pool, k_r, c.related_batch_size)
+        related = shard(sample(related_pool, k_r, c.related_batch_size))
         if self.method == "pretrain_finetune":
             return self.trainer.step(state, related)
         if self.method in ("union", "oracle"):
             return self.trainer.step(state, target, related)
-        return self.trainer.step(state, target, related, sample(data["target"], k_o, c.batch_size))
+        return self.trainer.step(state, target, related, shard(sample(data["target"], k_o, c.batch_size)))
+
+    def weight_means(self, state, data) -> dict[str, float]:
+        """Mean learned weight of the correct and the corrupted related examples (meta methods)."""
+        w = np.asarray(self.weighting.weights(state.meta_params, data["related"]))
+        correct = np.asarray(data["related"]["flag"]) > 0.5
+        return {"weight_correct": float(w[correct].mean()) if correct.any() else float("nan"),
+                "weight_corrupted": float(w[~correct].mean()) if (~correct).any() else float("nan")}
 
     def related_weights(self, state, key: jax.Array, data) -> np.ndarray | None:
         """The learned weight of every related example (None for unweighted methods).
@@ -161,10 +175,12 @@ def device_data(task: IdealTask) -> dict[str, dict[str, jax.Array]]:
     }
 
 
-def run_one(program: MethodProgram, task: IdealTask, seed: int, store: RunStore) -> dict[str, Any]:
-    """Trains one method on one seed's task (resuming from its checkpoint if any); returns its record."""
+def run_one(program: MethodProgram, task: IdealTask, seed: int,
+            store: RunStore) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Trains one method on one seed's task (resuming from its checkpoint if any); returns its record and
+    the learned weights of the related examples (None for unweighted methods)."""
     c = program.config
-    data = device_data(task)
+    data = replicate(device_data(task), program.mesh)
     k_init, k_train, k_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
     name = f"{program.method}-seed{seed}"
     half = c.train_steps // 2
@@ -174,9 +190,10 @@ def run_one(program: MethodProgram, task: IdealTask, seed: int, store: RunStore)
         return program.train_step(state, key, data, phase=phase)
 
     result = train_loop(
-        step_fn, program.init(k_init, data), k_train, num_steps=c.train_steps, name=name, log_every=c.log_every,
+        step_fn, replicate(program.init(k_init, data), program.mesh), k_train, num_steps=c.train_steps, name=name, log_every=c.log_every,
         checkpointer=store.checkpointer(name), checkpoint_every=c.checkpoint_every,
-        metrics_log=store.metrics_log(name, {"method": program.method, "seed": seed}, c.tensorboard))
+        metrics_log=store.metrics_log(name, {"method": program.method, "seed": seed}, c.tensorboard),
+        log_metrics=(lambda state: program.weight_means(state, data)) if program.weighting is not None else None)
     state = result.state
     test = {k: jnp.asarray(task.test[k]) for k in DEVICE_KEYS}
     test_acc = float(accuracy(program.module, state.params, program.inputs_fn(test), test["y"]))
@@ -188,7 +205,7 @@ def run_one(program: MethodProgram, task: IdealTask, seed: int, store: RunStore)
         record["weight_auc"] = roc_auc(weights, correct)
         record["mean_weight_correct"] = float(weights[correct].mean()) if correct.any() else None
         record["mean_weight_corrupted"] = float(weights[~correct].mean()) if (~correct).any() else None
-    return record
+    return record, weights
 
 
 SUMMARY_COLUMNS = [
@@ -213,6 +230,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | None) -> list[dict]:
     methods = validate_config(config)
     store = RunStore(workdir, config, config.keep_checkpoints)
     records = store.records
+    weights_path = os.path.join(workdir, "related_weights.json") if workdir else None
+    weight_runs = store.finished_weight_runs(weights_path, ("method", "seed"))
     tasks = {}
     for method in methods:
         program = MethodProgram(method, config)
@@ -225,11 +244,16 @@ def run(config: ml_collections.ConfigDict, workdir: str | None) -> list[dict]:
                     num_target=config.num_target, num_related=config.num_related, num_test=config.num_test,
                     corrupt_fraction=config.corrupt_fraction, corruption=config.corruption)
             t0 = time.time()
-            record = run_one(program, tasks[seed], seed, store)
+            record, weights = run_one(program, tasks[seed], seed, store)
             record["wall_seconds"] = round(time.time() - t0, 2)
             records.append(record)
             logging.info("done %s", record)
+            if weights is not None:
+                weight_runs.append({"method": method, "seed": seed, "weights": [round(float(w), 5) for w in weights],
+                                    "correct": tasks[seed].related["correct"].astype(int).tolist()})
             if workdir:
+                if weights is not None:  # written before results.json, which marks the run as done
+                    atomic_write_json(weights_path, {"runs": weight_runs})
                 write_outputs(workdir, records, summarize(records, config))
     return records
 
@@ -239,10 +263,13 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
+    if FLAGS.distributed:
+        jax.distributed.initialize()  # multi-host GPU/TPU: coordinator and process ids from the cluster's env
     run(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", "configs/ideal.py", "Experiment configuration file.")
     flags.DEFINE_string("workdir", None, "Output folder for results.json and summary.md.")
+    flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host runs).")
     app.run(main)

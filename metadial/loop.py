@@ -101,6 +101,7 @@ def train_loop(
     checkpointer: Checkpointer | None = None,
     checkpoint_every: int = 0,
     metrics_log: MetricsLog | None = None,
+    log_metrics: Callable[[Any], dict[str, float]] | None = None,
 ) -> LoopResult:
     """Runs ``train_step(state, fold_in(key, step), step)`` for ``num_steps`` steps.
 
@@ -135,6 +136,8 @@ def train_loop(
             last["eval_score"] = score
             if score > float(best["score"]):
                 best = {"state": state, "score": np.asarray(score, np.float64), "step": np.asarray(s, np.int64)}
+        if logging_now and log_metrics is not None:
+            last.update({k: float(v) for k, v in log_metrics(state).items()})
         if logging_now or evaluating:
             rate = (s - start) / max(time.time() - t0, 1e-9)
             logging.info("%s step %d/%d (%.1f steps/s, ETA %.0fs) %s", name, s, num_steps, rate,

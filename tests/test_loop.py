@@ -61,3 +61,22 @@ def test_metrics_log_drops_only_its_own_later_lines(tmp_path):
     a.drop_after(1)
     kept = [(e["run"], e["step"]) for e in map(json.loads, path.read_text().splitlines())]
     assert kept == [("a", 1), ("b", 1), ("b", 2), ("b", 3)]
+
+
+def test_plots_from_a_workdir(tmp_path):
+    from experiments.plots import make_plots
+
+    records = [{"method": m, "seed": s, "target_dialogs": n, "test_response_accuracy": 0.5 + 0.01 * s}
+               for m in ("union", "meta_net") for n in (50, 100) for s in range(3)]
+    (tmp_path / "results.json").write_text(json.dumps(records))
+    examples = [{"example_id": i, "kind": k} for i, k in enumerate(["greeting", "api_call", "options"])]
+    runs = [{"method": "meta_net", "target_dialogs": 50, "seed": 0, "weights": [0.2, 0.9, 0.5]}]
+    (tmp_path / "related_weights.json").write_text(json.dumps({"examples": examples, "runs": runs}))
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(
+        {"method": "meta_net", "target_dialogs": 50, "seed": 0, "step": s, "weight_greeting": 0.5 - 0.1 * s})
+        for s in (1, 2, 3)) + "\n")
+    made = make_plots(str(tmp_path))
+    assert sorted(p.rsplit("/", 1)[1] for p in made) == [
+        "accuracy_vs_target_dialogs.png", "weight_histograms.png", "weights_over_training.png"]
+    for p in made:
+        assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,150 @@
+r"""Figures of a launcher's workdir (PNG, matplotlib).
+
+    python -m experiments.plots --workdir=DIR [--out=DIR/plots]
+
+Makes, from whatever the workdir holds:
+* ``weight_histograms.png``: histograms of the learned related-example weights of each weighted method
+  (ideal task: correct vs corrupted examples; dialog: by kind of bot turn);
+* ``weights_over_training.png``: the mean weight of each group over training (from ``metrics.jsonl``);
+* ``accuracy_vs_target_dialogs.png`` (dialog) or ``accuracy_by_method.png`` (ideal): test accuracy,
+  mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+
+def _load(path: str):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        if path.endswith(".jsonl"):
+            return [json.loads(line) for line in f if line.strip()]
+        return json.load(f)
+
+
+def _save(fig, path: str) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def weight_histograms(weights: dict, out: str) -> str | None:
+    """One panel per weighted method: weights of all its runs, split by group (correctness or turn kind)."""
+    runs = weights.get("runs", [])
+    if not runs:
+        return None
+    examples = weights.get("examples")
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.5 * len(methods), 3.6), squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        groups: dict[str, list[float]] = collections.defaultdict(list)
+        for r in runs:
+            if r["method"] != method:
+                continue
+            labels = (["correct" if c else "corrupted" for c in r["correct"]] if "correct" in r
+                      else [e["kind"] for e in examples])
+            for label, w in zip(labels, r["weights"]):
+                groups[label].append(w)
+        top = max(max(v) for v in groups.values())
+        bins = np.linspace(0.0, max(1.0, top), 41)
+        for label in sorted(groups):
+            ax.hist(groups[label], bins=bins, alpha=0.55, label=label, density=True, histtype="stepfilled")
+        ax.set_title(method)
+        ax.set_xlabel("learned weight")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("density")
+    return _save(fig, os.path.join(out, "weight_histograms.png"))
+
+
+def weights_over_training(metrics: list[dict], out: str) -> str | None:
+    """Mean weight of each group vs step, averaged over the runs of each (method, size)."""
+    lines = [m for m in metrics if any(k.startswith("weight_") for k in m)]
+    if not lines:
+        return None
+    series: dict[tuple, dict[str, dict[int, list[float]]]] = collections.defaultdict(
+        lambda: collections.defaultdict(lambda: collections.defaultdict(list)))
+    for m in lines:
+        panel = (m["method"],) + ((m["target_dialogs"],) if "target_dialogs" in m else ())
+        for k, v in m.items():
+            if k.startswith("weight_"):
+                series[panel][k[len("weight_"):]][m["step"]].append(v)
+    panels = sorted(series)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for group, by_step in sorted(series[panel].items()):
+            steps = sorted(by_step)
+            ax.plot(steps, [np.mean(by_step[s]) for s in steps], marker=".", label=group)
+        ax.set_title(" / ".join(map(str, panel)))
+        ax.set_xlabel("step")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("mean weight")
+    return _save(fig, os.path.join(out, "weights_over_training.png"))
+
+
+def accuracy_plot(records: list[dict], out: str) -> str | None:
+    """Dialog: test per-response accuracy vs target dialogs per method; ideal: accuracy per method."""
+    if not records:
+        return None
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    if "target_dialogs" in records[0]:
+        for method in methods:
+            by_size = collections.defaultdict(list)
+            for r in records:
+                if r["method"] == method:
+                    by_size[r["target_dialogs"]].append(100 * r["test_response_accuracy"])
+            sizes = sorted(by_size)
+            ax.errorbar(sizes, [np.mean(by_size[s]) for s in sizes], yerr=[np.std(by_size[s]) for s in sizes],
+                        marker="o", capsize=3, label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("target training dialogs")
+        ax.set_ylabel("test per-response accuracy (%)")
+        ax.legend(fontsize=8)
+        return _save(fig, os.path.join(out, "accuracy_vs_target_dialogs.png"))
+    accs = [[100 * r["test_accuracy"] for r in records if r["method"] == m] for m in methods]
+    ax.bar(range(len(methods)), [np.mean(a) for a in accs], yerr=[np.std(a) for a in accs], capsize=3)
+    ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
+    ax.set_ylabel("test accuracy (%)")
+    return _save(fig, os.path.join(out, "accuracy_by_method.png"))
+
+
+def make_plots(workdir: str, out: str | None = None) -> list[str]:
+    """Writes every figure the workdir's files allow; returns their paths."""
+    out = out or os.path.join(workdir, "plots")
+    os.makedirs(out, exist_ok=True)
+    made = [
+        accuracy_plot(_load(os.path.join(workdir, "results.json")) or [], out),
+        weight_histograms(_load(os.path.join(workdir, "related_weights.json")) or {}, out),
+        weights_over_training(_load(os.path.join(workdir, "metrics.jsonl")) or [], out),
+    ]
+    return [p for p in made if p]
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.workdir or not os.path.isdir(FLAGS.workdir):
+        raise app.UsageError(f"--workdir must be an existing launcher workdir, got {FLAGS.workdir!r}")
+    for path in make_plots(FLAGS.workdir, FLAGS.out):
+        print(path)
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("workdir", None, "A launcher's workdir.")
+    flags.DEFINE_string("out", None, "Output folder (default: WORKDIR/plots).")
+    app.run(main)
