@@ -5,7 +5,9 @@ r"""Benchmark: time of the jit-compiled meta step relative to the plain (union) 
 Both steps use the ideal task's model, optimizer and batch sizes from the config; the meta step is
 ``meta_net`` with the config's weighting network and inner steps. Each is compiled first, then timed over
 ``--repeats`` calls (median, with ``block_until_ready``). Writes ``DIR/bench.json`` with ``meta_step_ms``,
-``plain_step_ms`` and ``ratio`` (meta / plain) plus the device and versions.
+``plain_step_ms`` and ``ratio`` (meta / plain) plus the device and versions, and ``memory``: for K in
+``--inner_steps`` with and without rematerialisation (``jax.checkpoint`` of each inner step), the compiled
+meta step's temporary (peak working) memory from XLA's memory analysis and its median time.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def median_ms(step, state, data, repeats: int) -> float:
     return float(np.median(times) * 1e3)
 
 
-def bench(config, repeats: int) -> dict:
+def bench(config, repeats: int, inner_steps: tuple[int, ...] = (1, 2, 4)) -> dict:
     task = make_ideal_task(jax.random.PRNGKey(0), num_classes=config.num_classes, input_dim=config.input_dim,
                            num_target=config.num_target, num_related=config.num_related, num_test=10,
                            corrupt_fraction=config.corrupt_fraction, corruption=config.corruption)
@@ -52,6 +54,19 @@ def bench(config, repeats: int) -> dict:
         result[name] = median_ms(program.train_step, state, data, repeats)
         logging.info("%s (%s): %.3f ms", name, method, result[name])
     result["ratio"] = result["meta_step_ms"] / result["plain_step_ms"]
+    result["memory"] = []
+    for k in inner_steps:
+        for remat in (False, True):
+            cfg = config.copy_and_resolve_references()
+            cfg.inner_steps = k
+            program = MethodProgram("meta_net", cfg, remat=remat)
+            state = program.init(jax.random.PRNGKey(1), data)
+            compiled = program.train_step.lower(state, jax.random.PRNGKey(0), data).compile()
+            stats = compiled.memory_analysis()
+            entry = {"inner_steps": k, "remat": remat, "temp_bytes": int(stats.temp_size_in_bytes),
+                     "step_ms": median_ms(program.train_step, state, data, max(repeats // 4, 10))}
+            result["memory"].append(entry)
+            logging.info("meta step K=%d remat=%s: %s", k, remat, entry)
     result.update(
         device=str(jax.devices()[0].device_kind), backend=jax.default_backend(), jax_version=jax.__version__,
         cpu_count=os.cpu_count(), machine=platform.machine(), repeats=repeats, inner_steps=config.inner_steps,
@@ -65,13 +80,16 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
-    result = bench(FLAGS.config, FLAGS.repeats)
+    result = bench(FLAGS.config, FLAGS.repeats, tuple(int(k) for k in FLAGS.inner_steps))
     atomic_write_json(os.path.join(FLAGS.workdir, "bench.json"), result)
     print(f"meta {result['meta_step_ms']:.3f} ms / plain {result['plain_step_ms']:.3f} ms = {result['ratio']:.2f}x")
+    for m in result["memory"]:
+        print(f"K={m['inner_steps']} remat={m['remat']}: temp {m['temp_bytes'] / 2**20:.2f} MiB, {m['step_ms']:.3f} ms")
 
 
 if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", "configs/ideal.py", "Configuration (model and batch sizes).")
     flags.DEFINE_string("workdir", None, "Output folder for bench.json.")
     flags.DEFINE_integer("repeats", 200, "Timed calls per step after compilation.")
+    flags.DEFINE_list("inner_steps", ["1", "2", "4"], "Inner steps K of the memory table.")
     app.run(main)

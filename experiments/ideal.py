@@ -80,7 +80,7 @@ def sample(data: dict[str, jax.Array], key: jax.Array, batch_size: int) -> dict[
 class MethodProgram:
     """The jit-compiled training step of one method, built once and reused for every seed."""
 
-    def __init__(self, method: str, config: ml_collections.ConfigDict):
+    def __init__(self, method: str, config: ml_collections.ConfigDict, remat: bool = False):
         self.method, self.config = method, config
         self.module = MLPClassifier(config.num_classes, tuple(config.hidden_sizes))
         self.inputs_fn = model_inputs(config)
@@ -97,7 +97,7 @@ class MethodProgram:
             self.trainer = MetaReweighting(
                 self.loss_fn, self.weighting, optimizer, meta_opt,
                 inner_steps=config.inner_steps, target_in_inner=config.target_in_inner,
-                normalize=config.normalize_weights,
+                normalize=config.normalize_weights, remat=remat,
             )
         elif method == "l2rw":
             self.trainer = LearningToReweight(self.loss_fn, optimizer)
