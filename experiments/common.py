@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import optax
 
 from metadial.checkpoint import Checkpointer
 from metadial.io import atomic_write_json, atomic_write_text
 from metadial.loop import MetricsLog
+from metadial.steps import LearningToReweight, MetaReweighting, PlainTrainer
+from metadial.weighting import TableWeighting, Weighting
 from metadial.metrics import mean_std
 
 
@@ -137,3 +139,45 @@ class RunStore:
             return None
         tb_dir = os.path.join(self.workdir, "tensorboard", run_name) if tensorboard else None
         return MetricsLog(os.path.join(self.workdir, "metrics.jsonl"), tb_dir, tags)
+
+
+def run_launcher(run_fn, default_config: str, outputs: str) -> None:
+    """The command line shared by the experiment launchers: ``--config``, ``--workdir``, ``--distributed``;
+    calls ``run_fn(config, workdir)``."""
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", default_config, "Experiment configuration file.")
+    flags.DEFINE_string("workdir", None, f"Output folder ({outputs}); re-running with it resumes.")
+    flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host runs).")
+
+    def main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        if not flags.FLAGS.workdir:
+            raise app.UsageError("--workdir is required")
+        if flags.FLAGS.distributed:
+            import jax
+
+            jax.distributed.initialize()  # multi-host GPU/TPU: coordinator and process ids from the cluster env
+        run_fn(flags.FLAGS.config, flags.FLAGS.workdir)
+
+    app.run(main)
+
+
+def make_trainer(method: str, loss_fn, config, num_related: int, weight_net: Callable[[], Weighting],
+                 remat: bool = False) -> tuple[Any, Weighting | None]:
+    """The training step object of ``method`` (and its weighting scheme, for the meta methods) from the
+    config's optimizer and weighting settings, shared by the launchers."""
+    optimizer = model_optimizer(config.learning_rate, config.eps_root, config.grad_clip)
+    if method == "l2rw":
+        return LearningToReweight(loss_fn, optimizer), None
+    if method not in ("meta_table", "meta_net"):
+        return PlainTrainer(loss_fn, optimizer), None
+    if method == "meta_table":
+        weighting, meta_opt = TableWeighting(num_related), optax.adam(config.table_meta_learning_rate)
+    else:
+        weighting, meta_opt = weight_net(), optax.adam(config.meta_learning_rate)
+    trainer = MetaReweighting(loss_fn, weighting, optimizer, meta_opt, inner_steps=config.inner_steps,
+                              target_in_inner=config.target_in_inner, normalize=config.normalize_weights, remat=remat)
+    return trainer, weighting

@@ -17,25 +17,21 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import logging
 
-from experiments.common import (RunStore, as_list, check_methods, check_positive, model_optimizer, summary_table,
-                                write_outputs)
+from experiments.common import (RunStore, as_list, check_methods, check_positive, make_trainer, run_launcher,
+                                summary_table, write_outputs)
 from metadial.data.dialog_batches import Pool, device_pool, gather_batch, sample_batch
 from metadial.data.dialog_tasks import Corpus, EncodedSplit, encode, load_corpus, target_subset, turn_kinds
 from metadial.io import atomic_write_json
 from metadial.loop import train_loop
 from metadial.parallel import check_batch_size, data_mesh, replicate, shard_batch
 from metadial.models.memn2n import RELATED_TASK, TARGET_TASK, MemN2N, MemoryGate, predict, response_loss_fn
-from metadial.steps import LearningToReweight, MetaReweighting, PlainTrainer
-from metadial.weighting import NetWeighting, TableWeighting
+from metadial.weighting import NetWeighting
 
 METHODS = ("target_only", "union", "pretrain_finetune", "l2rw", "meta_table", "meta_net")
 WEIGHTED = ("l2rw", "meta_table", "meta_net")
 
-FLAGS = flags.FLAGS
 
 
 def validate_config(config: ml_collections.ConfigDict) -> tuple[list[str], list[int]]:
@@ -63,23 +59,10 @@ class DialogProgram:
         self.memory_size = min(config.memory_size, corpus.max_sentences)
         self.model = MemN2N(len(corpus.vocab), config.embedding_size, config.hops, config.target_projection)
         self.loss_fn = response_loss_fn(self.model)
-        optimizer = model_optimizer(config.learning_rate, config.eps_root, config.grad_clip)
-        self.weighting = None
-        if method in ("meta_table", "meta_net"):
-            if method == "meta_table":
-                self.weighting = TableWeighting(sum(len(a) for a in corpus.answers["related_trn"]))
-                meta_opt = optax.adam(config.table_meta_learning_rate)
-            else:
-                gate = MemoryGate(len(corpus.vocab), config.gate_embedding_size)
-                self.weighting = NetWeighting(gate, lambda b: (b["memory"], b["query"]))
-                meta_opt = optax.adam(config.meta_learning_rate)
-            self.trainer = MetaReweighting(
-                self.loss_fn, self.weighting, optimizer, meta_opt, inner_steps=config.inner_steps,
-                target_in_inner=config.target_in_inner, normalize=config.normalize_weights)
-        elif method == "l2rw":
-            self.trainer = LearningToReweight(self.loss_fn, optimizer)
-        else:
-            self.trainer = PlainTrainer(self.loss_fn, optimizer)
+        self.trainer, self.weighting = make_trainer(
+            method, self.loss_fn, config, sum(len(a) for a in corpus.answers["related_trn"]),
+            lambda: NetWeighting(MemoryGate(len(corpus.vocab), config.gate_embedding_size),
+                                 lambda b: (b["memory"], b["query"])))
         self.mesh = data_mesh()
         check_batch_size(config.batch_size, self.mesh)
         check_batch_size(config.eval_batch_size, self.mesh, "eval_batch_size")
@@ -279,18 +262,5 @@ def run(config: ml_collections.ConfigDict, workdir: str | None) -> list[dict]:
     return records
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.workdir:
-        raise app.UsageError("--workdir is required")
-    if FLAGS.distributed:
-        jax.distributed.initialize()  # multi-host GPU/TPU: coordinator and process ids from the cluster's env
-    run(FLAGS.config, FLAGS.workdir)
-
-
 if __name__ == "__main__":
-    config_flags.DEFINE_config_file("config", "configs/dialog.py", "Experiment configuration file.")
-    flags.DEFINE_string("workdir", None, "Output folder for results.json, summary.md, related_weights.json.")
-    flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host runs).")
-    app.run(main)
+    run_launcher(run, "configs/dialog.py", "results.json, summary.md, related_weights.json, metrics, checkpoints")

@@ -15,27 +15,23 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import logging
 
-from experiments.common import (RunStore, as_list, check_methods, check_positive, model_optimizer, summary_table,
-                                write_outputs)
+from experiments.common import (RunStore, as_list, check_methods, check_positive, make_trainer, run_launcher,
+                                summary_table, write_outputs)
 from metadial.data.ideal import IdealTask, make_ideal_task
 from metadial.io import atomic_write_json
 from metadial.loop import train_loop
 from metadial.metrics import roc_auc
 from metadial.parallel import check_batch_size, data_mesh, replicate, shard_batch
 from metadial.models.mlp import MLPClassifier, accuracy, classification_loss_fn
-from metadial.steps import LearningToReweight, MetaReweighting, PlainTrainer
-from metadial.weighting import MLPScorer, NetWeighting, TableWeighting
+from metadial.weighting import MLPScorer, NetWeighting
 
 METHODS = ("target_only", "union", "pretrain_finetune", "oracle", "l2rw", "meta_table", "meta_net")
 WEIGHTED = ("l2rw", "meta_table", "meta_net")
 NET_INPUTS = ("x", "flag", "label")
 DEVICE_KEYS = ("x", "flag", "y", "id")
 
-FLAGS = flags.FLAGS
 
 
 def validate_config(config: ml_collections.ConfigDict) -> list[str]:
@@ -85,24 +81,9 @@ class MethodProgram:
         self.module = MLPClassifier(config.num_classes, tuple(config.hidden_sizes))
         self.inputs_fn = model_inputs(config)
         self.loss_fn = classification_loss_fn(self.module, self.inputs_fn)
-        optimizer = model_optimizer(config.learning_rate, config.eps_root, config.grad_clip)
-        self.weighting = None
-        if method in ("meta_table", "meta_net"):
-            if method == "meta_table":
-                self.weighting = TableWeighting(config.num_related)
-                meta_opt = optax.adam(config.table_meta_learning_rate)
-            else:
-                self.weighting = NetWeighting(MLPScorer(tuple(config.weight_net_hidden)), weight_net_inputs(config))
-                meta_opt = optax.adam(config.meta_learning_rate)
-            self.trainer = MetaReweighting(
-                self.loss_fn, self.weighting, optimizer, meta_opt,
-                inner_steps=config.inner_steps, target_in_inner=config.target_in_inner,
-                normalize=config.normalize_weights, remat=remat,
-            )
-        elif method == "l2rw":
-            self.trainer = LearningToReweight(self.loss_fn, optimizer)
-        else:
-            self.trainer = PlainTrainer(self.loss_fn, optimizer)
+        self.trainer, self.weighting = make_trainer(
+            method, self.loss_fn, config, config.num_related,
+            lambda: NetWeighting(MLPScorer(tuple(config.weight_net_hidden)), weight_net_inputs(config)), remat)
         self.mesh = data_mesh()
         check_batch_size(config.batch_size, self.mesh)
         check_batch_size(config.related_batch_size, self.mesh, "related_batch_size")
@@ -258,18 +239,5 @@ def run(config: ml_collections.ConfigDict, workdir: str | None) -> list[dict]:
     return records
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.workdir:
-        raise app.UsageError("--workdir is required")
-    if FLAGS.distributed:
-        jax.distributed.initialize()  # multi-host GPU/TPU: coordinator and process ids from the cluster's env
-    run(FLAGS.config, FLAGS.workdir)
-
-
 if __name__ == "__main__":
-    config_flags.DEFINE_config_file("config", "configs/ideal.py", "Experiment configuration file.")
-    flags.DEFINE_string("workdir", None, "Output folder for results.json and summary.md.")
-    flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first (multi-host runs).")
-    app.run(main)
+    run_launcher(run, "configs/ideal.py", "results.json, summary.md, metrics, checkpoints")

@@ -10,7 +10,7 @@ and call it every step: shapes are static, so it traces once.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Callable
 
 import flax.struct
 import jax
