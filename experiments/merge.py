@@ -2,9 +2,9 @@ r"""Merges the outputs of launcher runs that were split over several workdirs (e
 
     python -m experiments.merge --experiment=dialog --config=configs/dialog.py --workdirs=A,B --out=DIR
 
-Concatenates ``results.json`` (and, for the dialog experiment, the runs of ``related_weights.json``) and
-writes the merged ``results.json``, ``summary.md`` (and ``related_weights.json``) to ``--out``, with the
-same table code the launcher uses. The config supplies the table's header (steps, batch size).
+Concatenates ``results.json``, ``metrics.jsonl`` and, for the dialog experiment, the runs of
+``related_weights.json``, and writes them with a ``summary.md`` made by the launcher's own table code to
+``--out``. The config supplies the table's header (steps, batch size).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ml_collections import config_flags
 
 from experiments import dialog, ideal
 from experiments.common import as_list, write_outputs
-from metadial.io import atomic_write_json
+from metadial.io import atomic_write_json, atomic_write_text
 
 FLAGS = flags.FLAGS
 
@@ -34,6 +34,13 @@ def merge(experiment: str, config, workdirs: list[str], out: str) -> None:
     records = []
     for w in workdirs:
         records += load_json(os.path.join(w, "results.json"))
+    metrics = [os.path.join(w, "metrics.jsonl") for w in workdirs if os.path.exists(os.path.join(w, "metrics.jsonl"))]
+    if metrics:
+        text = ""
+        for path in metrics:
+            with open(path) as f:
+                text += f.read()
+        atomic_write_text(os.path.join(out, "metrics.jsonl"), text)
     if experiment == "ideal":
         write_outputs(out, records, ideal.summarize(records, config))
         return
