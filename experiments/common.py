@@ -78,12 +78,19 @@ def write_outputs(workdir: str, records: list[dict], summary: str) -> None:
     atomic_write_text(os.path.join(workdir, "summary.md"), summary)
 
 
+# Fields that choose which runs to make, or only how they are logged and checkpointed: a workdir may be
+# re-run with other values of these (e.g. more seeds or methods), the finished runs are kept.
+RUN_SELECTION_FIELDS = ("methods", "num_seeds", "seed", "target_dialogs", "log_every", "checkpoint_every",
+                        "keep_checkpoints", "tensorboard")
+
+
 class RunStore:
     """A launcher's workdir: finished records (``results.json``), per-run checkpoints, metrics and events.
 
     Re-running the same command with the same workdir skips the finished runs and resumes the unfinished
-    one from its last checkpoint. The config is saved as ``config.json``; a workdir started with a different
-    config is refused, so results of two configs never mix. Without a workdir nothing is written.
+    one from its last checkpoint. The config is saved as ``config.json``; a workdir started with a config
+    that differs in anything but ``RUN_SELECTION_FIELDS`` is refused, so results of two configs never mix.
+    Without a workdir nothing is written.
     """
 
     def __init__(self, workdir: str | None, config, keep_checkpoints: int = 2):
@@ -96,12 +103,14 @@ class RunStore:
         current = config.to_json(sort_keys=True, indent=1)
         if os.path.exists(config_path):
             with open(config_path) as f:
-                saved = f.read()
-            if saved.strip() != current.strip():
-                raise ValueError(f"{config_path}: the workdir holds runs of a different config; use a new --workdir "
-                                 f"(or delete this one) to start over")
-        else:
-            atomic_write_text(config_path, current + "\n")
+                saved = json.load(f)
+            now = json.loads(current)
+            changed = sorted(k for k in (set(saved) | set(now)) - set(RUN_SELECTION_FIELDS)
+                             if saved.get(k) != now.get(k))
+            if changed:
+                raise ValueError(f"{config_path}: the workdir holds runs of a different config (fields {changed} "
+                                 f"differ); use a new --workdir (or delete this one) to start over")
+        atomic_write_text(config_path, current + "\n")
         results_path = os.path.join(workdir, "results.json")
         if os.path.exists(results_path):
             with open(results_path) as f:

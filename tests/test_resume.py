@@ -62,7 +62,11 @@ def test_workdir_of_another_config_is_refused(tmp_path):
     from experiments.common import RunStore
 
     RunStore(str(tmp_path), get_config())
+    more = get_config()
+    more.num_seeds, more.methods = 7, ("meta_net",)  # more or other runs of the same config: allowed
+    RunStore(str(tmp_path), more)
     other = get_config()
-    other.num_seeds = 2
-    with pytest.raises(ValueError, match="config.json: the workdir holds runs of a different config"):
+    other.learning_rate = 0.5
+    with pytest.raises(ValueError, match=r"config.json: the workdir holds runs of a different config \(fields "
+                                         r"\['learning_rate'\]"):
         RunStore(str(tmp_path), other)
