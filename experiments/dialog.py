@@ -67,6 +67,7 @@ class DialogProgram:
         check_batch_size(config.batch_size, self.mesh)
         check_batch_size(config.eval_batch_size, self.mesh, "eval_batch_size")
         self.train_step = jax.jit(self._train_step, static_argnames="phase")
+        self.batch_weights = jax.jit(self._batch_weights)  # built once: a jit made per call would recompile
         self.predict = jax.jit(lambda params, pool, idx: predict(self.model, params, shard_batch(
             gather_batch(pool, idx, self.memory_size), self.mesh, unsharded=("candidates",))))
 
@@ -113,11 +114,10 @@ class DialogProgram:
         if self.method not in ("meta_net", "l2rw"):
             return None
         b = self.config.batch_size if self.method == "l2rw" else self.config.eval_batch_size
-        fn = jax.jit(self._batch_weights)
         out = np.zeros(num_related, np.float32)
         for i, start in enumerate(range(0, num_related, b)):
             idx = np.arange(start, start + b) % num_related
-            w = np.asarray(fn(state, jax.random.fold_in(key, i), pools, jnp.asarray(idx, jnp.int32)))
+            w = np.asarray(self.batch_weights(state, jax.random.fold_in(key, i), pools, jnp.asarray(idx, jnp.int32)))
             out[idx[: num_related - start]] = w[: num_related - start]
         return out
 

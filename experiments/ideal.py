@@ -88,6 +88,8 @@ class MethodProgram:
         check_batch_size(config.batch_size, self.mesh)
         check_batch_size(config.related_batch_size, self.mesh, "related_batch_size")
         self.train_step = jax.jit(self._train_step, static_argnames="phase")
+        if method == "l2rw":  # built once: a jit made per call would recompile for every seed
+            self.l2rw_weights = jax.jit(self.trainer.example_weights)
 
     def init(self, key: jax.Array, data: dict[str, dict[str, jax.Array]]):
         k_model, k_meta = jax.random.split(key)
@@ -135,13 +137,12 @@ class MethodProgram:
         k_perm, key = jax.random.split(key)
         order = np.asarray(jax.random.permutation(k_perm, n))
         order = np.concatenate([order, order[: (-n) % b]])  # pad to whole batches
-        weights_fn = jax.jit(self.trainer.example_weights)
         out = np.zeros(n, np.float32)
         for start in range(len(order) - b, -1, -b):  # backwards, so the padded copies are overwritten
             key, k_t, k_o = jax.random.split(key, 3)
             idx = order[start:start + b]
             batch = {k: v[idx] for k, v in data["related"].items()}
-            w = weights_fn(state, sample(data["target"], k_t, self.config.batch_size), batch,
+            w = self.l2rw_weights(state, sample(data["target"], k_t, self.config.batch_size), batch,
                            sample(data["target"], k_o, self.config.batch_size))
             out[idx] = np.asarray(w) * b
         return out
