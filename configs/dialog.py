@@ -36,4 +36,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.normalize_weights = True
     c.inner_steps = 1
     c.target_in_inner = True
+    c.separate_target_step = False  # True: real related step, then a real target step (the authors' code)
     return c

@@ -83,13 +83,18 @@ def write_outputs(workdir: str, records: list[dict], summary: str) -> None:
 RUN_SELECTION_FIELDS = ("methods", "num_seeds", "seed", "target_dialogs", "log_every", "checkpoint_every",
                         "keep_checkpoints", "tensorboard")
 
+# Config fields added after runs were made, with the value that reproduces what those runs did: a saved
+# config without the field matches a config that has it at this value.
+ADDED_FIELDS = {"separate_target_step": False}
+
 
 class RunStore:
     """A launcher's workdir: finished records (``results.json``), per-run checkpoints, metrics and events.
 
     Re-running the same command with the same workdir skips the finished runs and resumes the unfinished
     one from its last checkpoint. The config is saved as ``config.json``; a workdir started with a config
-    that differs in anything but ``RUN_SELECTION_FIELDS`` is refused, so results of two configs never mix.
+    that differs in anything but ``RUN_SELECTION_FIELDS`` is refused, so results of two configs never mix
+    (a field of ``ADDED_FIELDS`` missing from the saved config counts as its listed value).
     Without a workdir nothing is written.
     """
 
@@ -106,7 +111,7 @@ class RunStore:
                 saved = json.load(f)
             now = json.loads(current)
             changed = sorted(k for k in (set(saved) | set(now)) - set(RUN_SELECTION_FIELDS)
-                             if saved.get(k) != now.get(k))
+                             if saved.get(k, ADDED_FIELDS.get(k)) != now.get(k))
             if changed:
                 raise ValueError(f"{config_path}: the workdir holds runs of a different config (fields {changed} "
                                  f"differ); use a new --workdir (or delete this one) to start over")
@@ -188,5 +193,6 @@ def make_trainer(method: str, loss_fn, config, num_related: int, weight_net: Cal
     else:
         weighting, meta_opt = weight_net(), optax.adam(config.meta_learning_rate)
     trainer = MetaReweighting(loss_fn, weighting, optimizer, meta_opt, inner_steps=config.inner_steps,
-                              target_in_inner=config.target_in_inner, normalize=config.normalize_weights, remat=remat)
+                              target_in_inner=config.target_in_inner, normalize=config.normalize_weights, remat=remat,
+                              separate_target_step=config.get("separate_target_step", False))
     return trainer, weighting

@@ -146,7 +146,9 @@ class MetaReweighting:
        (second-order) gradient w.r.t. the meta-parameters through the optax updates;
     3. updates the meta-parameters with ``meta_optimizer`` (via the weighting scheme);
     4. makes the model's real update with the new weights on the weighted related loss, plus the target
-       loss if ``target_in_update``.
+       loss if ``target_in_update``; with ``separate_target_step`` (the authors' research code) the real
+       update is on the weighted related loss alone and is followed by a second optax update on the mean
+       target loss of ``target_batch`` (``target_in_update`` is then ignored).
 
     With Adam as the inner optimizer, use ``eps_root > 0`` (e.g. ``optax.adam(lr, eps_root=1e-8)``):
     ``sqrt`` has an infinite derivative at 0, so parameters with zero gradient make NaN meta-gradients.
@@ -161,6 +163,7 @@ class MetaReweighting:
     target_in_update: bool = True
     normalize: bool = False
     remat: bool = False
+    separate_target_step: bool = False
 
     def __post_init__(self):
         if self.inner_steps < 1:
@@ -210,12 +213,19 @@ class MetaReweighting:
         )
         weights = jax.lax.stop_gradient(self.weighting.weights(meta_params, related_batch))
         loss, grads = jax.value_and_grad(inner_objective, argnums=1)(
-            self.loss_fn, state.params, weights, target_batch, related_batch, self.target_in_update, self.normalize
+            self.loss_fn, state.params, weights, target_batch, related_batch,
+            self.target_in_update and not self.separate_target_step, self.normalize
         )
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        if self.separate_target_step:
+            target_loss, grads = jax.value_and_grad(mean_loss, argnums=1)(self.loss_fn, params, target_batch)
+            updates, opt_state = self.optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            loss = loss + target_loss
         new_state = MetaState(
             step=state.step + 1,
-            params=optax.apply_updates(state.params, updates),
+            params=params,
             opt_state=opt_state,
             meta_params=meta_params,
             meta_opt_state=meta_opt_state,

@@ -70,3 +70,17 @@ def test_workdir_of_another_config_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"config.json: the workdir holds runs of a different config \(fields "
                                          r"\['learning_rate'\]"):
         RunStore(str(tmp_path), other)
+
+
+def test_a_field_added_later_matches_at_its_listed_value(tmp_path):
+    from configs.dialog import get_config
+    from experiments.common import RunStore
+
+    old = get_config()
+    del old["separate_target_step"]  # a workdir saved before the field existed
+    RunStore(str(tmp_path), old)
+    RunStore(str(tmp_path), get_config())  # the field at the value that reproduces the old runs: allowed
+    changed = get_config()
+    changed.separate_target_step = True
+    with pytest.raises(ValueError, match=r"\['separate_target_step'\]"):
+        RunStore(str(tmp_path), changed)

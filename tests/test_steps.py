@@ -173,3 +173,24 @@ def test_loss_fn_must_return_per_example_losses():
     state = learner.init(tiny.make_params(jax.random.PRNGKey(0)), learner.weighting.init(jax.random.PRNGKey(1), related))
     with pytest.raises(ValueError, match="per-example"):
         learner.step(state, target, related, outer)
+
+
+def test_separate_target_step_is_a_related_update_then_a_target_update():
+    """The authors' scheme: the real update on the weighted related loss alone, then one on the target loss."""
+    target, related, outer = tiny.make_batches()
+    params = tiny.make_params(jax.random.PRNGKey(0))
+    optimizer = optax.adam(0.1)
+    joint = MetaReweighting(tiny.loss_fn, net_weighting(), optimizer, optax.sgd(0.5), target_in_update=False)
+    separate = MetaReweighting(tiny.loss_fn, net_weighting(), optimizer, optax.sgd(0.5), separate_target_step=True)
+    state = joint.init(params, joint.weighting.init(jax.random.PRNGKey(1), related))
+    after_related, _ = jax.jit(joint.step)(state, target, related, outer)
+    new_state, _ = jax.jit(separate.step)(state, target, related, outer)
+    grads = jax.grad(lambda p: jnp.mean(tiny.loss_fn(p, target)))(after_related.params)
+    updates, opt_state = optimizer.update(grads, after_related.opt_state, after_related.params)
+    expected = optax.apply_updates(after_related.params, updates)
+    for a, b in zip(jax.tree_util.tree_leaves((new_state.params, new_state.opt_state)),
+                    jax.tree_util.tree_leaves((expected, opt_state))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(new_state.meta_params), jax.tree_util.tree_leaves(after_related.meta_params)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert not np.allclose(jax.tree_util.tree_leaves(expected)[0], jax.tree_util.tree_leaves(after_related.params)[0])
