@@ -123,3 +123,22 @@ def test_gather_batch_keeps_the_most_recent_sentences(corpus):
     assert not np.asarray(big["memory"][0, :3]).any()  # left padding
     np.testing.assert_array_equal(big["memory"][0, 3:], split.store[0, :n])
     assert int(batch["answer"][0]) == int(split.answer[i]) and batch["task"].tolist() == [1, 1]
+
+
+def test_every_bot_template_of_both_tasks_has_a_kind(corpus):
+    """The kinds cover the bAbI templates and their personalized rewordings, with the same kind for both."""
+    from collections import Counter
+
+    from metadial.data.dialog_tasks import turn_kinds
+
+    for split in ("related_trn", "target_tst"):
+        assert "other" not in turn_kinds(encode(corpus, split)), split
+    pairs = [("i'm on it", "i'm on your request"), ("sure is there anything else to update",
+              "great is there any other thing to modify"), ("sure let me find an other option for you",
+              "sure finding something else"), ("is there anything i can help you with", "need something else"),
+             ("great let me do the reservation", "cool its done"), ("any preference on a type of cuisine",
+              "what food are you looking for"), ("hello what can i help you with today", "hey dude what is up")]
+    for babi, personal in pairs:
+        assert bot_turn_kind(babi) == bot_turn_kind(personal), (babi, personal)
+    counts = Counter(turn_kinds(encode(corpus, "related_trn")))
+    assert counts["greeting"] == counts["book"] == len(corpus.dialogs["related_trn"])  # one of each per dialog

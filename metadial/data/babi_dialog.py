@@ -159,17 +159,19 @@ def answer_indices(dialogs: list[Dialog], candidates: list[str], path: str, cand
     return out
 
 
+# Checked in order; the patterns cover the bAbI templates and the personalized (per-profile) rewordings.
 _KINDS = [
     ("api_call", re.compile(r"^api_call\b")),
     ("extra_information", re.compile(r"_(phone|address|social_media|parking|public_transport)\b")),
     ("options", re.compile(r"resto_")),
-    ("greeting", re.compile(r"\b(hello|hi|good morning|greetings)\b")),
-    ("ask_slot", re.compile(r"cuisine|where should it be|location|how many people|party|price range")),
-    ("update", re.compile(r"anything else to (update|modify)|other thing to modify")),
-    ("next_option", re.compile(r"other option")),
-    ("acknowledge", re.compile(r"i'm on it|look into some options|finding some options|processing|give me a")),
-    ("book", re.compile(r"reservation")),
-    ("closing", re.compile(r"you're welcome|anything i can help|welcome")),
+    ("update", re.compile(r"\b(update|modify|change)$")),
+    ("next_option", re.compile(r"\b(find|finding|look for|looking for) (an other|another|a better|something else)")),
+    ("greeting", re.compile(r"\b(hello|hi|good morning|good day|greetings|hey)\b")),
+    ("ask_slot", re.compile(r"cuisine|food|price|where should it be|located|how many|party|guests")),
+    ("acknowledge", re.compile(r"i'm on|on your request|options|processing|finalise|start the request")),
+    ("book", re.compile(r"reservation|done$")),
+    ("closing", re.compile(r"welcome|happy to help|no problem|pleasure|grateful|help you|assist you|"
+                           r"something else|anything else")),
 ]
 
 
