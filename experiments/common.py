@@ -51,12 +51,15 @@ def _fmt(values: list, scale: float, digits: int) -> str:
     values = [v for v in values if v is not None]
     if not values:
         return "–"
+    if len(values) == 1:  # one seed: no spread to report
+        return f"{values[0] * scale:.{digits}f}"
     mean, std = mean_std([v * scale for v in values])
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def summary_table(records: list[dict], group_keys: Sequence[str], columns: Sequence[tuple[str, str, float, int]]) -> str:
-    """A markdown table: one row per group (in first-seen order), ``mean ± std`` over its records.
+    """A markdown table: one row per group (in first-seen order), ``mean ± std`` over its records (the
+    value alone for a group of one record).
 
     ``columns`` holds ``(record key, header, scale, digits)``.
     """

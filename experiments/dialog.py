@@ -95,17 +95,18 @@ class DialogProgram:
             return self.trainer.step(state, target, related)
         return self.trainer.step(state, target, related, self._batch(pools["target"], k_o))
 
-    def evaluate(self, params, pool: Pool, split: EncodedSplit) -> tuple[float, float]:
-        """(per-response accuracy, per-dialog accuracy) over every example of ``split``."""
+    def correct(self, params, pool: Pool, split: EncodedSplit) -> np.ndarray:
+        """Whether the model ranks the right candidate first, for every example of ``split`` (bool (N,))."""
         n, b = len(split), self.config.eval_batch_size
         preds = []
         for start in range(0, n, b):
             idx = np.arange(start, start + b) % n  # the last batch wraps around: fixed shapes
             preds.append(np.asarray(self.predict(params, pool, jnp.asarray(idx, jnp.int32)))[: n - start])
-        correct = np.concatenate(preds) == split.answer
-        per_dialog = np.ones(split.store.shape[0], bool)
-        np.logical_and.at(per_dialog, split.dialog, correct)
-        return float(correct.mean()), float(per_dialog.mean())
+        return np.concatenate(preds) == split.answer
+
+    def evaluate(self, params, pool: Pool, split: EncodedSplit) -> tuple[float, float]:
+        """(per-response accuracy, per-dialog accuracy) over every example of ``split``."""
+        return accuracies(self.correct(params, pool, split), split)
 
     def related_weights(self, state, key: jax.Array, pools: dict[str, Pool], num_related: int) -> np.ndarray | None:
         """Weight of every related example (l2rw: recomputed at the end over batches, scaled by batch size)."""
@@ -137,6 +138,25 @@ class DialogProgram:
         return w * idx.shape[0]
 
 
+def accuracies(correct: np.ndarray, split: EncodedSplit) -> tuple[float, float]:
+    """(per-response, per-dialog) accuracy; a dialog counts only if every one of its responses is right."""
+    per_dialog = np.ones(split.store.shape[0], bool)
+    np.logical_and.at(per_dialog, split.dialog, correct)
+    return float(correct.mean()), float(per_dialog.mean())
+
+
+def kind_ids(kinds: list[str]) -> tuple[np.ndarray, list[str]]:
+    """(index of each example's kind in the sorted kind names, those names)."""
+    names = sorted(set(kinds))
+    return np.asarray([names.index(k) for k in kinds]), names
+
+
+def accuracy_by_kind(correct: np.ndarray, kinds: list[str]) -> dict[str, float]:
+    """Per-response accuracy of each kind of bot turn (greeting, api_call, options, ...)."""
+    kinds_arr = np.asarray(kinds)
+    return {k: float(correct[kinds_arr == k].mean()) for k in sorted(set(kinds))}
+
+
 def run_one(program: DialogProgram, data: dict[str, Any], seed: int, size: int,
             store: RunStore) -> tuple[dict, np.ndarray | None]:
     """Trains one (method, size, seed) with dev model selection (resuming from its checkpoint if any);
@@ -162,13 +182,15 @@ def run_one(program: DialogProgram, data: dict[str, Any], seed: int, size: int,
         log_metrics=((lambda state: program.kind_means(state, pools, *data["kinds"]))
                      if program.method in ("meta_table", "meta_net") else None))
     best_state = result.best_state
-    test = program.evaluate(best_state.params, data["test_pool"], data["test"])
+    test_correct = program.correct(best_state.params, data["test_pool"], data["test"])
+    test = accuracies(test_correct, data["test"])
     oov = program.evaluate(best_state.params, data["oov_pool"], data["oov"])
     record = {
         "method": program.method, "seed": seed, "target_dialogs": size,
         "test_response_accuracy": test[0], "test_dialog_accuracy": test[1],
         "oov_response_accuracy": oov[0], "oov_dialog_accuracy": oov[1],
         "dev_response_accuracy": result.best_score, "train_steps": c.train_steps, "best_step": result.best_step,
+        "test_accuracy_by_kind": accuracy_by_kind(test_correct, turn_kinds(data["test"])),
     }
     weights = program.related_weights(best_state, k_eval, pools, len(data["related"]))
     record["wall_seconds"] = round(time.time() - start, 1)
@@ -207,6 +229,13 @@ def summarize(records: list[dict], weight_runs: list[dict], kinds: list[str], co
         text += ("\nMean learned weight of the related examples by kind of bot turn (l2rw: recomputed at the "
                  "selected parameters, scaled so that a batch averages 1):\n\n")
         text += kind_table(weight_runs, kinds)
+    by_kind = [dict(r, **{f"kind_{k}": v for k, v in r["test_accuracy_by_kind"].items()})
+               for r in records if "test_accuracy_by_kind" in r]
+    if by_kind:
+        names = sorted({k for r in records for k in r.get("test_accuracy_by_kind", {})})
+        text += ("\nTest per-response accuracy (%) by kind of target bot turn (the kinds of the weight table, "
+                 "matched to their personalized rewordings):\n\n")
+        text += summary_table(by_kind, ["method", "target_dialogs"], [(f"kind_{k}", k, 100.0, 1) for k in names])
     return text
 
 
@@ -236,8 +265,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | None) -> list[dict]:
     weight_runs = store.finished_weight_runs(weights_path, ("method", "target_dialogs", "seed"))
     related = data["related"]
     kinds = turn_kinds(related)
-    kind_names = sorted(set(kinds))
-    kind_index = (np.asarray([kind_names.index(k) for k in kinds]), kind_names)
+    kind_index = kind_ids(kinds)
     examples = [{"example_id": i, "dialog_id": int(related.dialog_id[i]), "turn": int(related.turn[i]),
                  "bot": related.bot[i], "kind": kinds[i]} for i in range(len(related))]
     for method in methods:

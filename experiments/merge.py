@@ -17,6 +17,7 @@ from ml_collections import config_flags
 
 from experiments import dialog, ideal
 from experiments.common import as_list, write_outputs
+from metadial.data.babi_dialog import bot_turn_kind
 from metadial.io import atomic_write_json, atomic_write_text
 
 FLAGS = flags.FLAGS
@@ -53,6 +54,8 @@ def merge(experiment: str, config, workdirs: list[str], out: str) -> None:
                 raise ValueError(f"{path}: related examples differ from those of the other workdirs")
             examples = weights["examples"]
             runs += weights["runs"]
+    if examples is not None:  # kinds from the text, with the current patterns
+        examples = [dict(e, kind=bot_turn_kind(e["bot"])) for e in examples]
     kinds = [e["kind"] for e in examples] if examples else []
     write_outputs(out, records, dialog.summarize(records, runs, kinds, config))
     if examples is not None:

@@ -88,6 +88,18 @@ def tree_is_finite(tree: Any) -> bool:
     return all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
 
 
+def restore_latest(checkpointer: Checkpointer | None, state: Any) -> tuple[int, Any, dict[str, Any]]:
+    """``(step, state, best)`` of the latest checkpoint written by ``train_loop`` (``state`` gives the
+    structure), or ``(0, state, no best yet)`` without one; ``best`` holds ``state``, ``score``, ``step``."""
+    # the score stays float64 (numpy) so that the reported best score is exactly what ``evaluate`` returned
+    best = {"state": state, "score": np.asarray(-np.inf, np.float64), "step": np.asarray(0, np.int64)}
+    if checkpointer is None or checkpointer.latest_step() is None:
+        return 0, state, best
+    start = int(checkpointer.latest_step())
+    restored = checkpointer.restore(start, {"state": state, "best": best})
+    return start, restored["state"], restored["best"]
+
+
 def train_loop(
     train_step: Callable[[Any, jax.Array, int], tuple[Any, dict[str, jax.Array]]],
     state: Any,
@@ -109,13 +121,8 @@ def train_loop(
     Every ``checkpoint_every`` steps (and at the end) the state, the best state and its score are saved;
     if ``checkpointer`` holds a checkpoint, the loop resumes from its latest one.
     """
-    # the score stays float64 (numpy) so that the reported best score is exactly what ``evaluate`` returned
-    best = {"state": state, "score": np.asarray(-np.inf, np.float64), "step": np.asarray(0, np.int64)}
-    start = 0
-    if checkpointer is not None and checkpointer.latest_step() is not None:
-        start = int(checkpointer.latest_step())
-        restored = checkpointer.restore(start, {"state": state, "best": best})
-        state, best = restored["state"], restored["best"]
+    start, state, best = restore_latest(checkpointer, state)
+    if start:
         logging.info("%s: resumed from the checkpoint of step %d", name, start)
     if metrics_log is not None:
         metrics_log.drop_after(start)  # lines an interrupted run wrote after its last checkpoint

@@ -85,7 +85,20 @@ def test_dialog_launcher_smoke(tmp_path):
     assert n > 0 and all(len(run["weights"]) == n for run in weights["runs"])
     assert set(weights["examples"][0]) == {"example_id", "dialog_id", "turn", "bot", "kind"}
     summary = (tmp_path / "summary.md").read_text()
-    assert "| meta_net | 3 | 1 |" in summary and "api_call" in summary
+    assert "| meta_net | 3 | 1 |" in summary and "api_call" in summary and "by kind of target bot turn" in summary
+    for r in records:
+        assert r["test_accuracy_by_kind"] and all(0.0 <= v <= 1.0 for v in r["test_accuracy_by_kind"].values())
+
+    # the rescore tool rebuilds the per-kind accuracy of older records from the runs' checkpoints
+    from experiments import dialog_rescore
+
+    stripped = [{k: v for k, v in r.items() if k != "test_accuracy_by_kind"} for r in records]
+    (tmp_path / "results.json").write_text(json.dumps(stripped))
+    config = get_config()
+    config.update(dict(max_dialogs=4, target_dialogs=(3,), train_steps=4, eval_every=2, num_seeds=1, eval_batch_size=64))
+    rescored = dialog_rescore.rescore(config, str(tmp_path))
+    assert [r["test_accuracy_by_kind"] for r in rescored] == [r["test_accuracy_by_kind"] for r in records]
+    assert json.loads((tmp_path / "results.json").read_text()) == rescored
 
 
 @pytest.mark.parametrize("override, message", [
@@ -100,3 +113,21 @@ def test_dialog_launcher_rejects_bad_config_before_training(tmp_path, override, 
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         dialog.run(config, str(tmp_path))
     assert not any(tmp_path.iterdir())
+
+
+def test_variants_parse_overrides_and_refuse_bad_ones():
+    from experiments.variants import parse_variants, variant_config
+
+    variants = parse_variants("raw:normalize_weights=False,meta_learning_rate=0.01; k2:inner_steps=2")
+    assert variants == [("raw", {"normalize_weights": False, "meta_learning_rate": 0.01}), ("k2", {"inner_steps": 2})]
+    config = variant_config(get_config(), variants[0][1])
+    assert config.normalize_weights is False and config.meta_learning_rate == 0.01
+    assert get_config().normalize_weights is True  # the base config is not changed
+    for text, message in [("raw", "NAME:FIELD=VALUE"), ("default:seed=1", "not 'default'"), ("a:seed", "FIELD=VALUE"),
+                          ("", "no variant")]:
+        with pytest.raises(ValueError, match=message):
+            parse_variants(text)
+    with pytest.raises(ValueError, match="unknown config field 'nope'"):
+        variant_config(get_config(), {"nope": 1})
+    with pytest.raises(TypeError, match="inner_steps"):
+        variant_config(get_config(), {"inner_steps": 0.5})
