@@ -131,3 +131,20 @@ def test_variants_parse_overrides_and_refuse_bad_ones():
         variant_config(get_config(), {"nope": 1})
     with pytest.raises(TypeError, match="inner_steps"):
         variant_config(get_config(), {"inner_steps": 0.5})
+
+
+def test_published_dialog_tables_match_their_results():
+    """README and results/dialog.md hold the tables derived from the committed results files."""
+    from experiments.publish import published_block
+    from metadial.data.babi_dialog import bot_turn_kind
+
+    records = json.loads((ROOT / "results/dialog/results.json").read_text())
+    weights = json.loads((ROOT / "results/dialog/related_weights.json").read_text())
+    kinds = [bot_turn_kind(e["bot"]) for e in weights["examples"]]
+    summary = (ROOT / "results/dialog/summary.md").read_text()
+    assert summary == dialog.summarize(records, weights["runs"], kinds, get_config())
+    assert published_block((ROOT / "README.md").read_text(), "dialog") == summary.strip("\n")
+    notes = (ROOT / "results/dialog.md").read_text()
+    for name in ("dialog", "dialog_variants", "dialog_budget"):
+        folder = ROOT / "results" / name
+        assert published_block(notes, name) == (folder / "summary.md").read_text().strip("\n"), name
