@@ -190,7 +190,7 @@ def run_one(program: DialogProgram, data: dict[str, Any], seed: int, size: int,
         "test_response_accuracy": test[0], "test_dialog_accuracy": test[1],
         "oov_response_accuracy": oov[0], "oov_dialog_accuracy": oov[1],
         "dev_response_accuracy": result.best_score, "train_steps": c.train_steps, "best_step": result.best_step,
-        "test_accuracy_by_kind": accuracy_by_kind(test_correct, turn_kinds(data["test"])),
+        "test_accuracy_by_kind": accuracy_by_kind(test_correct, data["test_kinds"]),
     }
     weights = program.related_weights(best_state, k_eval, pools, len(data["related"]))
     record["wall_seconds"] = round(time.time() - start, 1)
@@ -229,14 +229,21 @@ def summarize(records: list[dict], weight_runs: list[dict], kinds: list[str], co
         text += ("\nMean learned weight of the related examples by kind of bot turn (l2rw: recomputed at the "
                  "selected parameters, scaled so that a batch averages 1):\n\n")
         text += kind_table(weight_runs, kinds)
-    by_kind = [dict(r, **{f"kind_{k}": v for k, v in r["test_accuracy_by_kind"].items()})
-               for r in records if "test_accuracy_by_kind" in r]
+    by_kind = kind_accuracy_table(records, ["method", "target_dialogs"])
     if by_kind:
-        names = sorted({k for r in records for k in r.get("test_accuracy_by_kind", {})})
         text += ("\nTest per-response accuracy (%) by kind of target bot turn (the kinds of the weight table, "
-                 "matched to their personalized rewordings):\n\n")
-        text += summary_table(by_kind, ["method", "target_dialogs"], [(f"kind_{k}", k, 100.0, 1) for k in names])
+                 "matched to their personalized rewordings):\n\n") + by_kind
     return text
+
+
+def kind_accuracy_table(records: list[dict], group_keys: list[str]) -> str:
+    """Per-kind test accuracy (%), mean ± std per group, over the records that have it ("" if none does)."""
+    rows = [dict(r, **{f"kind_{k}": v for k, v in r["test_accuracy_by_kind"].items()})
+            for r in records if "test_accuracy_by_kind" in r]
+    if not rows:
+        return ""
+    names = sorted({k for r in records for k in r.get("test_accuracy_by_kind", {})})
+    return summary_table(rows, group_keys, [(f"kind_{k}", k, 100.0, 1) for k in names])
 
 
 def load_data(config) -> tuple[Corpus, dict[str, Any]]:
@@ -246,6 +253,7 @@ def load_data(config) -> tuple[Corpus, dict[str, Any]]:
     for name, split in [("dev", "target_dev"), ("test", "target_tst"), ("oov", "target_tst-OOV")]:
         data[name] = encode(corpus, split)
         data[f"{name}_pool"] = device_pool(data[name], TARGET_TASK, corpus.target_candidates)
+    data["test_kinds"] = turn_kinds(data["test"])
     return corpus, data
 
 

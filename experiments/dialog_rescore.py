@@ -38,7 +38,6 @@ def rescore(config, workdir: str, rerun: Sequence[str] = ()) -> list[dict]:
     if not store.records:
         raise ValueError(f"{os.path.join(workdir, 'results.json')}: no finished runs to rescore")
     corpus, data = load_data(config)
-    test_kinds = turn_kinds(data["test"])
     kind_index = kind_ids(turn_kinds(data["related"]))
     num_train = len(corpus.dialogs["target_trn"])
     programs: dict[str, DialogProgram] = {}
@@ -59,10 +58,11 @@ def rescore(config, workdir: str, rerun: Sequence[str] = ()) -> list[dict]:
             if checkpointer.latest_step() != record["train_steps"]:
                 raise ValueError(f"{checkpointer.directory}: expected the final checkpoint (step "
                                  f"{record['train_steps']}), found {checkpointer.latest_step()}")
-            like = program.init(jax.random.split(jax.random.PRNGKey(seed), 3)[0], pools)
+            like = program.init(jax.random.PRNGKey(0), pools)  # gives the structure only
             _, _, best = restore_latest(checkpointer, like)
             correct = program.correct(best["state"].params, data["test_pool"], data["test"])
-            test_response, by_kind = accuracies(correct, data["test"])[0], accuracy_by_kind(correct, test_kinds)
+            test_response = accuracies(correct, data["test"])[0]
+            by_kind = accuracy_by_kind(correct, data["test_kinds"])
         else:
             run_data = dict(data, target_train=pools["target"], kinds=kind_index)
             again, _ = run_one(program, run_data, seed, size, store)

@@ -82,13 +82,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, variants: list[tuple[st
             f"the main sweep's runs. Mean ± std over seeds.\n\n")
     columns = [c for c in dialog.SUMMARY_COLUMNS if not c[0].endswith("dialog_accuracy")]  # per-dialog: 0 here
     text += summary_table(rows, ["variant", "method", "target_dialogs"], columns)
-    kind_rows = [dict(r, **{f"kind_{k}": v for k, v in r["test_accuracy_by_kind"].items()})
-                 for r in rows if "test_accuracy_by_kind" in r]
-    if kind_rows:
-        names = sorted({k for r in rows for k in r.get("test_accuracy_by_kind", {})})
-        text += "\nTest per-response accuracy (%) by kind of target bot turn:\n\n"
-        text += summary_table(kind_rows, ["variant", "method", "target_dialogs"],
-                              [(f"kind_{k}", k, 100.0, 1) for k in names])
+    by_kind = dialog.kind_accuracy_table(rows, ["variant", "method", "target_dialogs"])
+    if by_kind:
+        text += "\nTest per-response accuracy (%) by kind of target bot turn:\n\n" + by_kind
     os.makedirs(workdir, exist_ok=True)
     atomic_write_text(os.path.join(workdir, "summary.md"), text)
     return text
