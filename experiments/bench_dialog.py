@@ -17,17 +17,13 @@ import platform
 import time
 
 import jax
-import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments.bench import median_ms
 from experiments.common import as_list
-from experiments.dialog import DialogProgram, load_data, validate_config
-from metadial.data.dialog_batches import device_pool
-from metadial.data.dialog_tasks import encode, target_subset
+from experiments.dialog import DialogProgram, load_data, target_train_pool, validate_config
 from metadial.io import atomic_write_json
-from metadial.models.memn2n import TARGET_TASK
 
 FLAGS = flags.FLAGS
 
@@ -35,8 +31,7 @@ FLAGS = flags.FLAGS
 def bench(config, repeats: int) -> dict:
     methods, sizes = validate_config(config)
     corpus, data = load_data(config)
-    train = encode(corpus, "target_trn", target_subset(len(corpus.dialogs["target_trn"]), min(sizes), 0))
-    pools = {"target": device_pool(train, TARGET_TASK, corpus.target_candidates), "related": data["related_pool"]}
+    pools = {"target": target_train_pool(corpus, min(sizes), 0), "related": data["related_pool"]}
     evals_per_run = -(-config.train_steps // config.eval_every)
     result = {"device": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(), "jax": jax.__version__,
               "python": platform.python_version(), "train_steps": config.train_steps, "methods": {}}

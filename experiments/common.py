@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable, Sequence
 import optax
 
 from metadial.checkpoint import Checkpointer
-from metadial.io import atomic_write_json, atomic_write_text
+from metadial.io import atomic_write_json, atomic_write_text, read_json
 from metadial.loop import MetricsLog
 from metadial.steps import LearningToReweight, MetaReweighting, PlainTrainer
 from metadial.weighting import TableWeighting, Weighting
@@ -110,8 +110,7 @@ class RunStore:
         config_path = os.path.join(workdir, "config.json")
         current = config.to_json(sort_keys=True, indent=1)
         if os.path.exists(config_path):
-            with open(config_path) as f:
-                saved = json.load(f)
+            saved = read_json(config_path)
             now = json.loads(current)
             changed = sorted(k for k in (set(saved) | set(now)) - set(RUN_SELECTION_FIELDS)
                              if saved.get(k, ADDED_FIELDS.get(k)) != now.get(k))
@@ -121,11 +120,7 @@ class RunStore:
         atomic_write_text(config_path, current + "\n")
         results_path = os.path.join(workdir, "results.json")
         if os.path.exists(results_path):
-            with open(results_path) as f:
-                try:
-                    self.records = json.load(f)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{results_path}:{e.lineno}: not valid JSON ({e.msg})") from None
+            self.records = read_json(results_path)
 
     def done(self, **key) -> dict | None:
         """The finished record matching ``key`` (e.g. method and seed), if any."""
@@ -139,17 +134,21 @@ class RunStore:
         weights and its record is redone, so its weights entry is dropped)."""
         if not path or not os.path.exists(path):
             return []
-        with open(path) as f:
-            try:
-                runs = json.load(f)["runs"]
-            except (json.JSONDecodeError, KeyError) as e:
-                raise ValueError(f"{path}: expected a JSON object with a 'runs' list ({e})") from None
+        saved = read_json(path)
+        if not isinstance(saved, dict) or not isinstance(saved.get("runs"), list):
+            raise ValueError(f"{path}: expected a JSON object with a 'runs' list")
+        runs = saved["runs"]
         return [r for r in runs if self.done(**{k: r[k] for k in key_fields})]
 
+    def checkpoint_dir(self, run_name: str) -> str | None:
+        """Where the checkpoints of ``run_name`` live (``None`` without a workdir)."""
+        return os.path.join(self.workdir, "checkpoints", run_name) if self.workdir else None
+
     def checkpointer(self, run_name: str) -> Checkpointer | None:
+        """The run's checkpointer (creates its folder); ``None`` without a workdir."""
         if not self.workdir:
             return None
-        return Checkpointer(os.path.join(self.workdir, "checkpoints", run_name), keep=self.keep)
+        return Checkpointer(self.checkpoint_dir(run_name), keep=self.keep)
 
     def metrics_log(self, run_name: str, tags: dict, tensorboard: bool = True) -> MetricsLog | None:
         if not self.workdir:

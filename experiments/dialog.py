@@ -157,6 +157,17 @@ def accuracy_by_kind(correct: np.ndarray, kinds: list[str]) -> dict[str, float]:
     return {k: float(correct[kinds_arr == k].mean()) for k in sorted(set(kinds))}
 
 
+def run_name(method: str, size: int, seed: int) -> str:
+    """The name of one run: its checkpoint folder, metrics tag and log prefix."""
+    return f"{method}-{size}-seed{seed}"
+
+
+def target_train_pool(corpus: Corpus, size: int, seed: int) -> Pool:
+    """The device pool of the ``size`` target training dialogs drawn for ``seed`` (nested across sizes)."""
+    subset = target_subset(len(corpus.dialogs["target_trn"]), size, seed)
+    return device_pool(encode(corpus, "target_trn", subset), TARGET_TASK, corpus.target_candidates)
+
+
 def run_one(program: DialogProgram, data: dict[str, Any], seed: int, size: int,
             store: RunStore) -> tuple[dict, np.ndarray | None]:
     """Trains one (method, size, seed) with dev model selection (resuming from its checkpoint if any);
@@ -166,7 +177,7 @@ def run_one(program: DialogProgram, data: dict[str, Any], seed: int, size: int,
     pools = {"target": data["target_train"], "related": data["related_pool"]}
     k_init, k_train, k_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
     pretrain_steps = int(c.train_steps * c.pretrain_fraction)
-    name = f"{program.method}-{size}-seed{seed}"
+    name = run_name(program.method, size, seed)
 
     def step_fn(state, key, step):
         phase = "finetune" if program.method == "pretrain_finetune" and step >= pretrain_steps else "main"
@@ -190,6 +201,7 @@ def run_one(program: DialogProgram, data: dict[str, Any], seed: int, size: int,
         "test_response_accuracy": test[0], "test_dialog_accuracy": test[1],
         "oov_response_accuracy": oov[0], "oov_dialog_accuracy": oov[1],
         "dev_response_accuracy": result.best_score, "train_steps": c.train_steps, "best_step": result.best_step,
+        "resumed_from_step": result.resumed_from,
         "test_accuracy_by_kind": accuracy_by_kind(test_correct, data["test_kinds"]),
     }
     weights = program.related_weights(best_state, k_eval, pools, len(data["related"]))
@@ -257,12 +269,14 @@ def load_data(config) -> tuple[Corpus, dict[str, Any]]:
     return corpus, data
 
 
-def run(config: ml_collections.ConfigDict, workdir: str | None) -> list[dict]:
+def run(config: ml_collections.ConfigDict, workdir: str | None,
+        loaded: tuple[Corpus, dict[str, Any]] | None = None) -> list[dict]:
     """Runs every method × target size × seed; writes outputs after each run if ``workdir`` is set.
 
-    Re-running with the same workdir skips finished runs and resumes the unfinished one."""
+    Re-running with the same workdir skips finished runs and resumes the unfinished one. ``loaded`` is
+    ``load_data(config)``, if the caller already has it."""
     methods, sizes = validate_config(config)
-    corpus, data = load_data(config)
+    corpus, data = loaded or load_data(config)
     num_train = len(corpus.dialogs["target_trn"])
     for size in sizes:
         if size > num_train:
@@ -282,9 +296,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | None) -> list[dict]:
             for seed in range(config.seed, config.seed + config.num_seeds):
                 if store.done(method=method, target_dialogs=size, seed=seed):
                     continue
-                train = encode(corpus, "target_trn", target_subset(num_train, size, seed))
-                run_data = dict(data, target_train=device_pool(train, TARGET_TASK, corpus.target_candidates),
-                                kinds=kind_index)
+                run_data = dict(data, target_train=target_train_pool(corpus, size, seed), kinds=kind_index)
                 record, weights = run_one(program, run_data, seed, size, store)
                 records.append(record)
                 logging.info("done %s", record)

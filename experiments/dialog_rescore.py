@@ -12,7 +12,6 @@ must be the config the workdir was run with.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Sequence
 
@@ -21,13 +20,12 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments.common import RunStore, as_list, write_outputs
-from experiments.dialog import (DialogProgram, accuracies, accuracy_by_kind, kind_ids, load_data, run_one,
-                                summarize, validate_config)
+from experiments.dialog import (DialogProgram, accuracies, accuracy_by_kind, kind_ids, load_data, run_name,
+                                run_one, summarize, target_train_pool, validate_config)
 from metadial.data.babi_dialog import bot_turn_kind
-from metadial.data.dialog_batches import device_pool
-from metadial.data.dialog_tasks import encode, target_subset, turn_kinds
+from metadial.data.dialog_tasks import turn_kinds
+from metadial.io import read_json
 from metadial.loop import restore_latest
-from metadial.models.memn2n import TARGET_TASK
 
 FLAGS = flags.FLAGS
 
@@ -39,20 +37,18 @@ def rescore(config, workdir: str, rerun: Sequence[str] = ()) -> list[dict]:
         raise ValueError(f"{os.path.join(workdir, 'results.json')}: no finished runs to rescore")
     corpus, data = load_data(config)
     kind_index = kind_ids(turn_kinds(data["related"]))
-    num_train = len(corpus.dialogs["target_trn"])
     programs: dict[str, DialogProgram] = {}
     for record in store.records:
         if "test_accuracy_by_kind" in record:
             continue
         method, size, seed = record["method"], record["target_dialogs"], record["seed"]
-        name = f"{method}-{size}-seed{seed}"
-        has_checkpoint = os.path.isdir(os.path.join(workdir, "checkpoints", name))
+        name = run_name(method, size, seed)
+        has_checkpoint = os.path.isdir(store.checkpoint_dir(name))
         if not has_checkpoint and method not in rerun:
             logging.warning("%s: no checkpoint (and not in --rerun); left without per-kind accuracy", name)
             continue
         program = programs.setdefault(method, DialogProgram(method, config, corpus))
-        train = encode(corpus, "target_trn", target_subset(num_train, size, seed))
-        pools = {"target": device_pool(train, TARGET_TASK, corpus.target_candidates), "related": data["related_pool"]}
+        pools = {"target": target_train_pool(corpus, size, seed), "related": data["related_pool"]}
         if has_checkpoint:
             checkpointer = store.checkpointer(name)
             if checkpointer.latest_step() != record["train_steps"]:
@@ -75,8 +71,7 @@ def rescore(config, workdir: str, rerun: Sequence[str] = ()) -> list[dict]:
     weights_path = os.path.join(workdir, "related_weights.json")
     runs, kinds = [], []
     if os.path.exists(weights_path):
-        with open(weights_path) as f:
-            weights = json.load(f)
+        weights = read_json(weights_path)
         runs, kinds = weights["runs"], [bot_turn_kind(e["bot"]) for e in weights["examples"]]
     write_outputs(workdir, store.records, summarize(store.records, runs, kinds, config))
     return store.records

@@ -180,7 +180,7 @@ def run_one(program: MethodProgram, task: IdealTask, seed: int,
     test = {k: jnp.asarray(task.test[k]) for k in DEVICE_KEYS}
     test_acc = float(accuracy(program.module, state.params, program.inputs_fn(test), test["y"]))
     record = {"method": program.method, "seed": seed, "test_accuracy": test_acc, "weight_auc": None,
-              "mean_weight_correct": None, "mean_weight_corrupted": None}
+              "mean_weight_correct": None, "mean_weight_corrupted": None, "resumed_from_step": result.resumed_from}
     weights = program.related_weights(state, k_eval, data)
     if weights is not None:
         correct = task.related["correct"]

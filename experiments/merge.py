@@ -9,7 +9,6 @@ Concatenates ``results.json``, ``metrics.jsonl`` and, for the dialog experiment,
 
 from __future__ import annotations
 
-import json
 import os
 
 from absl import app, flags
@@ -18,23 +17,15 @@ from ml_collections import config_flags
 from experiments import dialog, ideal
 from experiments.common import as_list, write_outputs
 from metadial.data.babi_dialog import bot_turn_kind
-from metadial.io import atomic_write_json, atomic_write_text
+from metadial.io import atomic_write_json, atomic_write_text, read_json
 
 FLAGS = flags.FLAGS
-
-
-def load_json(path: str):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
 
 
 def merge(experiment: str, config, workdirs: list[str], out: str) -> None:
     records = []
     for w in workdirs:
-        records += load_json(os.path.join(w, "results.json"))
+        records += read_json(os.path.join(w, "results.json"))
     metrics = [os.path.join(w, "metrics.jsonl") for w in workdirs if os.path.exists(os.path.join(w, "metrics.jsonl"))]
     if metrics:
         text = ""
@@ -49,7 +40,7 @@ def merge(experiment: str, config, workdirs: list[str], out: str) -> None:
     for w in workdirs:
         path = os.path.join(w, "related_weights.json")
         if os.path.exists(path):
-            weights = load_json(path)
+            weights = read_json(path)
             if examples is not None and weights["examples"] != examples:
                 raise ValueError(f"{path}: related examples differ from those of the other workdirs")
             examples = weights["examples"]

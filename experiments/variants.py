@@ -12,7 +12,6 @@ the name ``default``.
 
 from __future__ import annotations
 
-import json
 import os
 
 import ml_collections
@@ -21,7 +20,7 @@ from ml_collections import config_flags
 
 from experiments import dialog
 from experiments.common import as_list, summary_table
-from metadial.io import atomic_write_text
+from metadial.io import atomic_write_text, read_json
 
 FLAGS = flags.FLAGS
 
@@ -70,12 +69,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, variants: list[tuple[st
         reference: str | None = None) -> str:
     rows = []
     if reference:
-        with open(os.path.join(reference, "results.json")) as f:
-            rows += [dict(r, variant="default") for r in json.load(f)
-                     if r["method"] in as_list(config.methods)
-                     and r["target_dialogs"] in as_list(config.target_dialogs)]
+        rows += [dict(r, variant="default") for r in read_json(os.path.join(reference, "results.json"))
+                 if r["method"] in as_list(config.methods) and r["target_dialogs"] in as_list(config.target_dialogs)]
+    loaded = {}  # the data, loaded once per (data_dir, max_dialogs)
     for name, overrides in variants:
-        records = dialog.run(variant_config(config, overrides), os.path.join(workdir, name))
+        variant = variant_config(config, overrides)
+        data_key = (variant.data_dir, variant.max_dialogs)
+        if data_key not in loaded:
+            loaded[data_key] = dialog.load_data(variant)
+        records = dialog.run(variant, os.path.join(workdir, name), loaded[data_key])
         rows += [dict(r, variant=name) for r in records]
     described = "; ".join(f"`{n}`: " + ", ".join(f"{k}={v}" for k, v in o.items()) for n, o in variants)
     text = (f"Variants of `configs/dialog.py` ({config.train_steps} steps; {described}); `default` rows are "

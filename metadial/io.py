@@ -1,4 +1,5 @@
-"""Crash-safe file output: write to a temporary file in the same folder, then rename over the target."""
+"""JSON input with errors that name the file and line; crash-safe output (write to a temporary file in the same
+folder, then rename over the target)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,12 @@ def atomic_write_text(path: str, text: str) -> None:
 
 def atomic_write_json(path: str, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: str) -> Any:
+    """The JSON value in ``path``; malformed JSON raises ``ValueError`` naming the file and line."""
+    with open(path) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metadial.optim import optax_update
 from metadial.weighting import Batch, PyTree, Weighting
 
 LossFn = Callable[[PyTree, Batch], jax.Array]
@@ -96,8 +97,7 @@ def optimizer_steps(
         grads = jax.grad(inner_objective, argnums=1)(
             loss_fn, p, weights, target_batch, related_batch, include_target, normalize
         )
-        updates, s = optimizer.update(grads, s, p)
-        return (optax.apply_updates(p, updates), s), None
+        return optax_update(optimizer, grads, s, p), None
 
     if remat:
         one_step = jax.checkpoint(one_step)
@@ -126,8 +126,8 @@ class PlainTrainer:
             return sum(mean_loss(self.loss_fn, params, b) for b in batches)
 
         loss, grads = jax.value_and_grad(total_loss)(state.params)
-        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-        new_state = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
+        params, opt_state = optax_update(self.optimizer, grads, state.opt_state, state.params)
+        new_state = TrainState(state.step + 1, params, opt_state)
         return new_state, {"train_loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     def jit_step(self) -> Callable:
@@ -216,12 +216,10 @@ class MetaReweighting:
             self.loss_fn, state.params, weights, target_batch, related_batch,
             self.target_in_update and not self.separate_target_step, self.normalize
         )
-        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params, opt_state = optax_update(self.optimizer, grads, state.opt_state, state.params)
         if self.separate_target_step:
             target_loss, grads = jax.value_and_grad(mean_loss, argnums=1)(self.loss_fn, params, target_batch)
-            updates, opt_state = self.optimizer.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
+            params, opt_state = optax_update(self.optimizer, grads, opt_state, params)
             loss = loss + target_loss
         new_state = MetaState(
             step=state.step + 1,
@@ -295,8 +293,8 @@ class LearningToReweight:
             return loss
 
         loss, grads = jax.value_and_grad(total_loss)(state.params)
-        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-        new_state = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
+        params, opt_state = optax_update(self.optimizer, grads, state.opt_state, state.params)
+        new_state = TrainState(state.step + 1, params, opt_state)
         return new_state, {"train_loss": loss, "mean_weight": jnp.mean(weights), "grad_norm": optax.tree.norm(grads)}
 
     def jit_step(self) -> Callable:

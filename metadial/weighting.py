@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metadial.optim import optax_update
+
 Batch = dict[str, Any]
 PyTree = Any
 
@@ -50,8 +52,7 @@ class Weighting(abc.ABC):
         related_batch: Batch,
     ) -> tuple[PyTree, PyTree]:
         """One optax update of the meta-parameters; returns ``(meta_params, meta_opt_state)``."""
-        updates, meta_opt_state = meta_optimizer.update(meta_grads, meta_opt_state, meta_params)
-        return optax.apply_updates(meta_params, updates), meta_opt_state
+        return optax_update(meta_optimizer, meta_grads, meta_opt_state, meta_params)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,8 +23,13 @@ DIALOG = ["-m", "experiments.dialog", "--config=configs/dialog.py", "--config.ma
 
 
 def results_without_time(workdir: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "wall_seconds"}
+    """The records without the fields that say how the run was made (its time, where it resumed)."""
+    return [{k: v for k, v in r.items() if k not in ("wall_seconds", "resumed_from_step")}
             for r in json.loads((workdir / "results.json").read_text())]
+
+
+def resumed_steps(workdir: Path) -> list[int]:
+    return [r["resumed_from_step"] for r in json.loads((workdir / "results.json").read_text())]
 
 
 def kill_midway_then_resume(args: list[str], workdir: Path, seed: int) -> None:
@@ -50,6 +55,11 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, args):
                    capture_output=True, timeout=300)
     kill_midway_then_resume(args, tmp_path / "resumed", seed=len(args))
     assert results_without_time(tmp_path / "resumed") == results_without_time(tmp_path / "straight")
+    assert set(resumed_steps(tmp_path / "straight")) == {0}
+    flag = lambda name: int(next(a for a in args if a.startswith(f"--config.{name}=")).split("=")[1])
+    # a resumed run starts at one of its checkpoints, before the end
+    assert all(0 <= s < flag("train_steps") and s % flag("checkpoint_every") == 0
+               for s in resumed_steps(tmp_path / "resumed"))
     if "experiments.dialog" in args[1]:
         weights = lambda d: json.loads((d / "related_weights.json").read_text())
         assert weights(tmp_path / "resumed") == weights(tmp_path / "straight")
