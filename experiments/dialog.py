@@ -190,7 +190,7 @@ def run_one(program: DialogProgram, data: dict[str, Any], seed: int, size: int,
         eval_every=c.eval_every, checkpointer=store.checkpointer(name), checkpoint_every=c.checkpoint_every,
         metrics_log=store.metrics_log(name, {"method": program.method, "target_dialogs": size, "seed": seed},
                                       c.tensorboard),
-        log_metrics=((lambda state: program.kind_means(state, pools, *data["kinds"]))
+        log_metrics=((lambda state: program.kind_means(state, pools, *data["related_kind_ids"]))
                      if program.method in ("meta_table", "meta_net") else None))
     best_state = result.best_state
     test_correct = program.correct(best_state.params, data["test_pool"], data["test"])
@@ -266,6 +266,8 @@ def load_data(config) -> tuple[Corpus, dict[str, Any]]:
         data[name] = encode(corpus, split)
         data[f"{name}_pool"] = device_pool(data[name], TARGET_TASK, corpus.target_candidates)
     data["test_kinds"] = turn_kinds(data["test"])
+    data["related_kinds"] = turn_kinds(related)
+    data["related_kind_ids"] = kind_ids(data["related_kinds"])
     return corpus, data
 
 
@@ -286,8 +288,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | None,
     weights_path = os.path.join(workdir, "related_weights.json") if workdir else None
     weight_runs = store.finished_weight_runs(weights_path, ("method", "target_dialogs", "seed"))
     related = data["related"]
-    kinds = turn_kinds(related)
-    kind_index = kind_ids(kinds)
+    kinds = data["related_kinds"]
     examples = [{"example_id": i, "dialog_id": int(related.dialog_id[i]), "turn": int(related.turn[i]),
                  "bot": related.bot[i], "kind": kinds[i]} for i in range(len(related))]
     for method in methods:
@@ -296,7 +297,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | None,
             for seed in range(config.seed, config.seed + config.num_seeds):
                 if store.done(method=method, target_dialogs=size, seed=seed):
                     continue
-                run_data = dict(data, target_train=target_train_pool(corpus, size, seed), kinds=kind_index)
+                run_data = dict(data, target_train=target_train_pool(corpus, size, seed))
                 record, weights = run_one(program, run_data, seed, size, store)
                 records.append(record)
                 logging.info("done %s", record)

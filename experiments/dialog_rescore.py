@@ -20,10 +20,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments.common import RunStore, as_list, write_outputs
-from experiments.dialog import (DialogProgram, accuracies, accuracy_by_kind, kind_ids, load_data, run_name,
-                                run_one, summarize, target_train_pool, validate_config)
+from experiments.dialog import (DialogProgram, accuracies, accuracy_by_kind, load_data, run_name, run_one,
+                                summarize, target_train_pool, validate_config)
 from metadial.data.babi_dialog import bot_turn_kind
-from metadial.data.dialog_tasks import turn_kinds
 from metadial.io import read_json
 from metadial.loop import restore_latest
 
@@ -36,7 +35,6 @@ def rescore(config, workdir: str, rerun: Sequence[str] = ()) -> list[dict]:
     if not store.records:
         raise ValueError(f"{os.path.join(workdir, 'results.json')}: no finished runs to rescore")
     corpus, data = load_data(config)
-    kind_index = kind_ids(turn_kinds(data["related"]))
     programs: dict[str, DialogProgram] = {}
     for record in store.records:
         if "test_accuracy_by_kind" in record:
@@ -60,7 +58,7 @@ def rescore(config, workdir: str, rerun: Sequence[str] = ()) -> list[dict]:
             test_response = accuracies(correct, data["test"])[0]
             by_kind = accuracy_by_kind(correct, data["test_kinds"])
         else:
-            run_data = dict(data, target_train=pools["target"], kinds=kind_index)
+            run_data = dict(data, target_train=pools["target"])
             again, _ = run_one(program, run_data, seed, size, store)
             test_response, by_kind = again["test_response_accuracy"], again["test_accuracy_by_kind"]
         if test_response != record["test_response_accuracy"]:
