@@ -35,6 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.gate_embedding_size = 20
     c.normalize_weights = True
     c.inner_steps = 1
+    c.fresh_inner_batches = False  # True: the inner_steps simulated steps each draw new batches (a longer horizon)
+    c.outer_batch = "fresh"  # outer loss on a second target batch ("fresh") or the inner step's ("target")
     c.target_in_inner = True
     c.separate_target_step = False  # True: real related step, then a real target step (the authors' code)
     return c

@@ -88,7 +88,7 @@ RUN_SELECTION_FIELDS = ("methods", "num_seeds", "seed", "target_dialogs", "log_e
 
 # Config fields added after runs were made, with the value that reproduces what those runs did: a saved
 # config without the field matches a config that has it at this value.
-ADDED_FIELDS = {"separate_target_step": False}
+ADDED_FIELDS = {"separate_target_step": False, "outer_batch": "fresh", "fresh_inner_batches": False}
 
 
 class RunStore:
@@ -196,5 +196,6 @@ def make_trainer(method: str, loss_fn, config, num_related: int, weight_net: Cal
         weighting, meta_opt = weight_net(), optax.adam(config.meta_learning_rate)
     trainer = MetaReweighting(loss_fn, weighting, optimizer, meta_opt, inner_steps=config.inner_steps,
                               target_in_inner=config.target_in_inner, normalize=config.normalize_weights, remat=remat,
-                              separate_target_step=config.get("separate_target_step", False))
+                              separate_target_step=config.get("separate_target_step", False),
+                              fresh_inner_batches=config.get("fresh_inner_batches", False))
     return trainer, weighting

@@ -31,6 +31,7 @@ from metadial.weighting import NetWeighting
 
 METHODS = ("target_only", "union", "pretrain_finetune", "l2rw", "meta_table", "meta_net")
 WEIGHTED = ("l2rw", "meta_table", "meta_net")
+OUTER_BATCHES = ("fresh", "target")  # the outer loss's target batch: a second draw, or the inner step's own
 
 
 
@@ -48,6 +49,8 @@ def validate_config(config: ml_collections.ConfigDict) -> tuple[list[str], list[
         raise ValueError(f"config.pretrain_fraction must be in (0, 1), got {config.pretrain_fraction}")
     if config.max_dialogs < 0:
         raise ValueError(f"config.max_dialogs must be >= 0 (0 = all), got {config.max_dialogs}")
+    if config.get("outer_batch", "fresh") not in OUTER_BATCHES:
+        raise ValueError(f"config.outer_batch must be one of {OUTER_BATCHES}, got {config.outer_batch!r}")
     return methods, sizes
 
 
@@ -93,7 +96,20 @@ class DialogProgram:
             return self.trainer.step(state, related)
         if self.method == "union":
             return self.trainer.step(state, target, related)
-        return self.trainer.step(state, target, related, self._batch(pools["target"], k_o))
+        outer = self._outer_batch(pools, target, k_o)
+        # fresh_inner_batches: the look-ahead's later steps draw batches of their own; the real update uses batch 0
+        if self.config.get("fresh_inner_batches", False) and self.method in ("meta_table", "meta_net"):
+            k_more = jax.random.split(jax.random.fold_in(key, 1), 2 * (self.config.inner_steps - 1))
+            target = self._stack([target] + [self._batch(pools["target"], k) for k in k_more[0::2]])
+            related = self._stack([related] + [self._batch(pools["related"], k) for k in k_more[1::2]])
+        return self.trainer.step(state, target, related, outer)
+
+    @staticmethod
+    def _stack(batches: list[dict]) -> dict:
+        return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *batches)
+
+    def _outer_batch(self, pools, target: dict, key: jax.Array) -> dict:
+        return target if self.config.get("outer_batch", "fresh") == "target" else self._batch(pools["target"], key)
 
     def correct(self, params, pool: Pool, split: EncodedSplit) -> np.ndarray:
         """Whether the model ranks the right candidate first, for every example of ``split`` (bool (N,))."""
@@ -133,8 +149,8 @@ class DialogProgram:
         if self.method == "meta_net":
             return self.weighting.weights(state.meta_params, related)
         k_t, k_o = jax.random.split(key)
-        w = self.trainer.example_weights(state, self._batch(pools["target"], k_t), related,
-                                         self._batch(pools["target"], k_o))
+        target = self._batch(pools["target"], k_t)
+        w = self.trainer.example_weights(state, target, related, self._outer_batch(pools, target, k_o))
         return w * idx.shape[0]
 
 

@@ -88,24 +88,50 @@ def optimizer_steps(
     include_target: bool = False,
     normalize: bool = False,
     remat: bool = False,
+    stacked: bool = False,
 ) -> tuple[PyTree, PyTree]:
-    """``num_steps`` optax updates on the inner objective (same batches each step), differentiable in
-    ``weights``. ``remat`` recomputes each step's activations in the backward pass (``jax.checkpoint``)."""
+    """``num_steps`` optax updates on the inner objective, differentiable in ``weights``.
 
-    def one_step(carry, _):
+    By default every step uses the same batches and ``(B,)`` weights. With ``stacked``, ``weights`` is
+    ``(num_steps, B)`` and every leaf of both batches has a leading ``num_steps`` axis: step ``k`` uses
+    batch ``k``. ``remat`` recomputes each step's activations in the backward pass (``jax.checkpoint``)."""
+
+    def one_step(carry, xs):
         p, s = carry
-        grads = jax.grad(inner_objective, argnums=1)(
-            loss_fn, p, weights, target_batch, related_batch, include_target, normalize
-        )
+        w, t, r = xs
+        grads = jax.grad(inner_objective, argnums=1)(loss_fn, p, w, t, r, include_target, normalize)
         return optax_update(optimizer, grads, s, p), None
 
     if remat:
         one_step = jax.checkpoint(one_step)
-    if num_steps == 1:
-        (params, opt_state), _ = one_step((params, opt_state), None)
+    if stacked:
+        _check_stacked(num_steps, weights, target_batch, related_batch)
+        (params, opt_state), _ = jax.lax.scan(
+            one_step, (params, opt_state), (weights, target_batch, related_batch), length=num_steps)
         return params, opt_state
-    (params, opt_state), _ = jax.lax.scan(one_step, (params, opt_state), None, length=num_steps)
+    same = lambda carry, _: one_step(carry, (weights, target_batch, related_batch))
+    if num_steps == 1:
+        (params, opt_state), _ = same((params, opt_state), None)
+        return params, opt_state
+    (params, opt_state), _ = jax.lax.scan(same, (params, opt_state), None, length=num_steps)
     return params, opt_state
+
+
+def _check_stacked(num_steps: int, *trees: PyTree) -> None:
+    for leaf in jax.tree_util.tree_leaves(trees):
+        if leaf.ndim == 0 or leaf.shape[0] != num_steps:
+            raise ValueError(f"with fresh inner batches every batch leaf needs a leading axis of length "
+                             f"inner_steps={num_steps}, got a leaf of shape {leaf.shape}")
+
+
+def first_of_stack(batch: Batch) -> Batch:
+    """Batch 0 of a stack of batches (leading axis)."""
+    return jax.tree_util.tree_map(lambda x: x[0], batch)
+
+
+def merge_stack(batch: Batch) -> Batch:
+    """A stack of ``K`` batches of ``B`` examples as one batch of ``K * B``."""
+    return jax.tree_util.tree_map(lambda x: jnp.reshape(x, (-1,) + x.shape[2:]), batch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +176,11 @@ class MetaReweighting:
        update is on the weighted related loss alone and is followed by a second optax update on the mean
        target loss of ``target_batch`` (``target_in_update`` is then ignored).
 
+    With ``fresh_inner_batches`` the look-ahead runs over ``inner_steps`` different batches instead of
+    repeating one: ``target_batch`` and ``related_batch`` then carry a leading ``inner_steps`` axis,
+    simulated step ``k`` uses batch ``k`` (weighted by the weights of its own related batch), and the real
+    update (4.) uses batch 0 only.
+
     With Adam as the inner optimizer, use ``eps_root > 0`` (e.g. ``optax.adam(lr, eps_root=1e-8)``):
     ``sqrt`` has an infinite derivative at 0, so parameters with zero gradient make NaN meta-gradients.
     """
@@ -164,6 +195,7 @@ class MetaReweighting:
     normalize: bool = False
     remat: bool = False
     separate_target_step: bool = False
+    fresh_inner_batches: bool = False
 
     def __post_init__(self):
         if self.inner_steps < 1:
@@ -182,7 +214,11 @@ class MetaReweighting:
         self, meta_params: PyTree, state: MetaState, target_batch: Batch, related_batch: Batch, outer_batch: Batch
     ) -> jax.Array:
         """Mean target loss on ``outer_batch`` after the simulated inner update(s)."""
-        weights = self.weighting.weights(meta_params, related_batch)
+        if self.fresh_inner_batches:
+            _check_stacked(self.inner_steps, target_batch, related_batch)
+            weights = jax.vmap(self.weighting.weights, in_axes=(None, 0))(meta_params, related_batch)
+        else:
+            weights = self.weighting.weights(meta_params, related_batch)
         params, _ = optimizer_steps(
             self.loss_fn,
             self.optimizer,
@@ -195,6 +231,7 @@ class MetaReweighting:
             include_target=self.target_in_inner,
             normalize=self.normalize,
             remat=self.remat,
+            stacked=self.fresh_inner_batches,
         )
         return mean_loss(self.loss_fn, params, outer_batch)
 
@@ -209,8 +246,11 @@ class MetaReweighting:
     ) -> tuple[MetaState, dict[str, jax.Array]]:
         outer, meta_grads = self.meta_gradient(state, target_batch, related_batch, outer_batch)
         meta_params, meta_opt_state = self.weighting.apply_meta_update(
-            self.meta_optimizer, meta_grads, state.meta_opt_state, state.meta_params, related_batch
+            self.meta_optimizer, meta_grads, state.meta_opt_state, state.meta_params,
+            merge_stack(related_batch) if self.fresh_inner_batches else related_batch
         )
+        if self.fresh_inner_batches:
+            target_batch, related_batch = first_of_stack(target_batch), first_of_stack(related_batch)
         weights = jax.lax.stop_gradient(self.weighting.weights(meta_params, related_batch))
         loss, grads = jax.value_and_grad(inner_objective, argnums=1)(
             self.loss_fn, state.params, weights, target_batch, related_batch,

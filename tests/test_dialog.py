@@ -106,6 +106,7 @@ def test_dialog_launcher_smoke(tmp_path):
     (dict(target_dialogs=(100, -5)), "target_dialogs must be positive"),
     (dict(data_dir="/nonexistent"), "no such file: /nonexistent/"),
     (dict(max_dialogs=3, target_dialogs=(10,)), "exceeds the 3 training dialogs"),
+    (dict(outer_batch="dev"), "outer_batch must be one of"),
 ])
 def test_dialog_launcher_rejects_bad_config_before_training(tmp_path, override, message):
     config = get_config()
@@ -113,6 +114,18 @@ def test_dialog_launcher_rejects_bad_config_before_training(tmp_path, override, 
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         dialog.run(config, str(tmp_path))
     assert not any(tmp_path.iterdir())
+
+
+def test_dialog_launcher_runs_fresh_inner_batches_and_the_inner_target_batch_as_outer(tmp_path):
+    config = get_config()
+    config.update(dict(max_dialogs=4, target_dialogs=(3,), train_steps=2, eval_every=2, num_seeds=1,
+                       eval_batch_size=64, methods=("meta_net",), inner_steps=2,
+                       fresh_inner_batches=True, outer_batch="target", tensorboard=False))
+    records = dialog.run(config, str(tmp_path))
+    assert [r["method"] for r in records] == ["meta_net"]
+    assert all(0.0 <= r["test_response_accuracy"] <= 1.0 and r["train_steps"] == 2 for r in records)
+    weights = json.loads((tmp_path / "related_weights.json").read_text())
+    assert all(0.0 < w < 1.0 for run in weights["runs"] for w in run["weights"])
 
 
 def test_variants_parse_overrides_and_refuse_bad_ones():

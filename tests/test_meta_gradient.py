@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,9 +42,10 @@ def setup(kind, optimizer_name, inner_steps, target_in_inner=False, normalize=Fa
     if kind == "table":
         meta_params = jax.random.normal(jax.random.PRNGKey(2), meta_params.shape)
     state = learner.init(tiny.make_params(jax.random.PRNGKey(3)), meta_params)
+    step = jax.jit(learner.step)
     for seed in (5, 6):
         t, r, o = tiny.make_batches(seed)
-        state = learner.step(state, t, r, o)[0]
+        state = step(state, t, r, o)[0]
     return learner, state, (target, related, outer)
 
 
@@ -118,3 +121,49 @@ def test_step_meta_gradient_matches_hand_written_unroll(kind, optimizer_name, in
         new_state, _ = jax.jit(learner.step)(state, *batches)
         step_grad = -(ravel_pytree(new_state.meta_params)[0] - ravel_pytree(state.meta_params)[0])
         assert rel_err(step_grad, ravel_pytree(jax.grad(hand)(state.meta_params))[0]) < 1e-10
+
+
+def stack(*batches):
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *batches)
+
+
+def fresh_learner(learner):
+    return dataclasses.replace(learner, fresh_inner_batches=True)
+
+
+@pytest.mark.parametrize("kind", ["table", "net"])
+def test_fresh_inner_batches_of_one_repeated_batch_equal_the_same_batch_steps(kind):
+    with jax.enable_x64(True):
+        learner, state, (target, related, outer) = setup(kind, "adam", 2, target_in_inner=True)
+        expected, _ = jax.jit(learner.step)(state, target, related, outer)
+        got, _ = jax.jit(fresh_learner(learner).step)(state, stack(target, target), stack(related, related), outer)
+        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["table", "net"])
+def test_fresh_inner_batches_meta_gradient_matches_finite_differences(kind):
+    with jax.enable_x64(True):
+        learner, state, (target, related, outer) = setup(kind, "clip_adam", 2, target_in_inner=True)
+        learner = fresh_learner(learner)
+        t2, r2, _ = tiny.make_batches(7)
+        targets, relateds = stack(target, t2), stack(related, r2)
+        new_state, _ = jax.jit(learner.step)(state, targets, relateds, outer)
+        step_grad = -(ravel_pytree(new_state.meta_params)[0] - ravel_pytree(state.meta_params)[0])
+        loss = lambda m: learner.outer_loss(m, state, targets, relateds, outer)
+        fd = central_difference(loss, state.meta_params)
+        assert np.abs(fd).max() > 1e-6
+        assert rel_err(step_grad, fd) < 1e-4
+        # the second batch matters: the outer loss differs from repeating the first batch twice
+        repeated = learner.outer_loss(state.meta_params, state, stack(target, target), stack(related, related), outer)
+        assert abs(float(loss(state.meta_params)) - float(repeated)) > 1e-6
+
+
+def test_fresh_inner_batches_need_a_leading_axis_of_inner_steps():
+    target, related, outer = tiny.make_batches()
+    weighting = make_weighting("net")
+    learner = MetaReweighting(tiny.loss_fn, weighting, optax.sgd(LR), optax.sgd(1.0), inner_steps=2,
+                              fresh_inner_batches=True)
+    state = learner.init(tiny.make_params(jax.random.PRNGKey(3)), weighting.init(jax.random.PRNGKey(1), related))
+    with pytest.raises(ValueError, match="leading axis of length inner_steps=2"):
+        learner.outer_loss(state.meta_params, state, target, related, outer)
