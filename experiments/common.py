@@ -91,6 +91,12 @@ RUN_SELECTION_FIELDS = ("methods", "num_seeds", "seed", "target_dialogs", "log_e
 ADDED_FIELDS = {"separate_target_step": False, "outer_batch": "fresh", "fresh_inner_batches": False}
 
 
+def added_field(config, name: str):
+    """``config.<name>`` of a field of ``ADDED_FIELDS``; a config saved before the field existed gets the value
+    that reproduces its runs."""
+    return config.get(name, ADDED_FIELDS[name])
+
+
 class RunStore:
     """A launcher's workdir: finished records (``results.json``), per-run checkpoints, metrics and events.
 
@@ -196,6 +202,6 @@ def make_trainer(method: str, loss_fn, config, num_related: int, weight_net: Cal
         weighting, meta_opt = weight_net(), optax.adam(config.meta_learning_rate)
     trainer = MetaReweighting(loss_fn, weighting, optimizer, meta_opt, inner_steps=config.inner_steps,
                               target_in_inner=config.target_in_inner, normalize=config.normalize_weights, remat=remat,
-                              separate_target_step=config.get("separate_target_step", False),
-                              fresh_inner_batches=config.get("fresh_inner_batches", False))
+                              separate_target_step=added_field(config, "separate_target_step"),
+                              fresh_inner_batches=added_field(config, "fresh_inner_batches"))
     return trainer, weighting

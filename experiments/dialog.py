@@ -19,13 +19,14 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from experiments.common import (RunStore, as_list, check_methods, check_positive, make_trainer, run_launcher,
-                                summary_table, write_outputs)
+from experiments.common import (RunStore, added_field, as_list, check_methods, check_positive, make_trainer,
+                                run_launcher, summary_table, write_outputs)
 from metadial.data.dialog_batches import Pool, device_pool, gather_batch, sample_batch
 from metadial.data.dialog_tasks import Corpus, EncodedSplit, encode, load_corpus, target_subset, turn_kinds
 from metadial.io import atomic_write_json
 from metadial.loop import train_loop
 from metadial.parallel import check_batch_size, data_mesh, replicate, shard_batch
+from metadial.steps import stack_batches
 from metadial.models.memn2n import RELATED_TASK, TARGET_TASK, MemN2N, MemoryGate, predict, response_loss_fn
 from metadial.weighting import NetWeighting
 
@@ -49,7 +50,7 @@ def validate_config(config: ml_collections.ConfigDict) -> tuple[list[str], list[
         raise ValueError(f"config.pretrain_fraction must be in (0, 1), got {config.pretrain_fraction}")
     if config.max_dialogs < 0:
         raise ValueError(f"config.max_dialogs must be >= 0 (0 = all), got {config.max_dialogs}")
-    if config.get("outer_batch", "fresh") not in OUTER_BATCHES:
+    if added_field(config, "outer_batch") not in OUTER_BATCHES:
         raise ValueError(f"config.outer_batch must be one of {OUTER_BATCHES}, got {config.outer_batch!r}")
     return methods, sizes
 
@@ -98,18 +99,14 @@ class DialogProgram:
             return self.trainer.step(state, target, related)
         outer = self._outer_batch(pools, target, k_o)
         # fresh_inner_batches: the look-ahead's later steps draw batches of their own; the real update uses batch 0
-        if self.config.get("fresh_inner_batches", False) and self.method in ("meta_table", "meta_net"):
+        if added_field(self.config, "fresh_inner_batches") and self.method in ("meta_table", "meta_net"):
             k_more = jax.random.split(jax.random.fold_in(key, 1), 2 * (self.config.inner_steps - 1))
-            target = self._stack([target] + [self._batch(pools["target"], k) for k in k_more[0::2]])
-            related = self._stack([related] + [self._batch(pools["related"], k) for k in k_more[1::2]])
+            target = stack_batches([target] + [self._batch(pools["target"], k) for k in k_more[0::2]])
+            related = stack_batches([related] + [self._batch(pools["related"], k) for k in k_more[1::2]])
         return self.trainer.step(state, target, related, outer)
 
-    @staticmethod
-    def _stack(batches: list[dict]) -> dict:
-        return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *batches)
-
     def _outer_batch(self, pools, target: dict, key: jax.Array) -> dict:
-        return target if self.config.get("outer_batch", "fresh") == "target" else self._batch(pools["target"], key)
+        return target if added_field(self.config, "outer_batch") == "target" else self._batch(pools["target"], key)
 
     def correct(self, params, pool: Pool, split: EncodedSplit) -> np.ndarray:
         """Whether the model ranks the right candidate first, for every example of ``split`` (bool (N,))."""

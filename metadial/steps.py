@@ -10,7 +10,7 @@ and call it every step: shapes are static, so it traces once.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Sequence
 
 import flax.struct
 import jax
@@ -122,6 +122,11 @@ def _check_stacked(num_steps: int, *trees: PyTree) -> None:
         if leaf.ndim == 0 or leaf.shape[0] != num_steps:
             raise ValueError(f"with fresh inner batches every batch leaf needs a leading axis of length "
                              f"inner_steps={num_steps}, got a leaf of shape {leaf.shape}")
+
+
+def stack_batches(batches: Sequence[Batch]) -> Batch:
+    """Batches of equal shapes stacked along a new leading axis (the input of ``fresh_inner_batches``)."""
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *batches)
 
 
 def first_of_stack(batch: Batch) -> Batch:

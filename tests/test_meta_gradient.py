@@ -12,6 +12,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from metadial import MetaReweighting, MLPScorer, NetWeighting, TableWeighting
+from metadial.steps import stack_batches
 from tests import tiny
 
 LR = 0.1
@@ -123,10 +124,6 @@ def test_step_meta_gradient_matches_hand_written_unroll(kind, optimizer_name, in
         assert rel_err(step_grad, ravel_pytree(jax.grad(hand)(state.meta_params))[0]) < 1e-10
 
 
-def stack(*batches):
-    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *batches)
-
-
 def fresh_learner(learner):
     return dataclasses.replace(learner, fresh_inner_batches=True)
 
@@ -136,7 +133,8 @@ def test_fresh_inner_batches_of_one_repeated_batch_equal_the_same_batch_steps(ki
     with jax.enable_x64(True):
         learner, state, (target, related, outer) = setup(kind, "adam", 2, target_in_inner=True)
         expected, _ = jax.jit(learner.step)(state, target, related, outer)
-        got, _ = jax.jit(fresh_learner(learner).step)(state, stack(target, target), stack(related, related), outer)
+        repeated = stack_batches([target, target]), stack_batches([related, related])
+        got, _ = jax.jit(fresh_learner(learner).step)(state, *repeated, outer)
         for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
@@ -147,7 +145,7 @@ def test_fresh_inner_batches_meta_gradient_matches_finite_differences(kind):
         learner, state, (target, related, outer) = setup(kind, "clip_adam", 2, target_in_inner=True)
         learner = fresh_learner(learner)
         t2, r2, _ = tiny.make_batches(7)
-        targets, relateds = stack(target, t2), stack(related, r2)
+        targets, relateds = stack_batches([target, t2]), stack_batches([related, r2])
         new_state, _ = jax.jit(learner.step)(state, targets, relateds, outer)
         step_grad = -(ravel_pytree(new_state.meta_params)[0] - ravel_pytree(state.meta_params)[0])
         loss = lambda m: learner.outer_loss(m, state, targets, relateds, outer)
@@ -155,8 +153,9 @@ def test_fresh_inner_batches_meta_gradient_matches_finite_differences(kind):
         assert np.abs(fd).max() > 1e-6
         assert rel_err(step_grad, fd) < 1e-4
         # the second batch matters: the outer loss differs from repeating the first batch twice
-        repeated = learner.outer_loss(state.meta_params, state, stack(target, target), stack(related, related), outer)
-        assert abs(float(loss(state.meta_params)) - float(repeated)) > 1e-6
+        repeated = stack_batches([target, target]), stack_batches([related, related])
+        repeated_loss = learner.outer_loss(state.meta_params, state, *repeated, outer)
+        assert abs(float(loss(state.meta_params)) - float(repeated_loss)) > 1e-6
 
 
 def test_fresh_inner_batches_need_a_leading_axis_of_inner_steps():
