@@ -47,7 +47,8 @@ def check_positive(config, names: Iterable[str]) -> None:
             raise ValueError(f"config.{name} must be positive, got {value}")
 
 
-def _fmt(values: list, scale: float, digits: int) -> str:
+def format_mean_std(values: list, scale: float, digits: int) -> str:
+    """``mean ± std`` of ``values * scale`` (the value alone for one value, "–" for none; ``None`` skipped)."""
     values = [v for v in values if v is not None]
     if not values:
         return "–"
@@ -70,7 +71,7 @@ def summary_table(records: list[dict], group_keys: Sequence[str], columns: Seque
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, rows in groups.items():
         cells = [str(k) for k in key] + [str(len(rows))]
-        cells += [_fmt([r[c[0]] for r in rows], c[2], c[3]) for c in columns]
+        cells += [format_mean_std([r[c[0]] for r in rows], c[2], c[3]) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

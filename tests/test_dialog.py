@@ -158,6 +158,6 @@ def test_published_dialog_tables_match_their_results():
     assert summary == dialog.summarize(records, weights["runs"], kinds, get_config())
     assert published_block((ROOT / "README.md").read_text(), "dialog") == summary.strip("\n")
     notes = (ROOT / "results/dialog.md").read_text()
-    for name in ("dialog", "dialog_variants", "dialog_budget"):
+    for name in ("dialog", "dialog_variants", "dialog_budget", "dialog_horizon"):
         folder = ROOT / "results" / name
         assert published_block(notes, name) == (folder / "summary.md").read_text().strip("\n"), name
