@@ -110,12 +110,15 @@ class DialogProgram:
 
     def correct(self, params, pool: Pool, split: EncodedSplit) -> np.ndarray:
         """Whether the model ranks the right candidate first, for every example of ``split`` (bool (N,))."""
-        n, b = len(split), self.config.eval_batch_size
-        preds = []
-        for start in range(0, n, b):
-            idx = np.arange(start, start + b) % n  # the last batch wraps around: fixed shapes
-            preds.append(np.asarray(self.predict(params, pool, jnp.asarray(idx, jnp.int32)))[: n - start])
-        return np.concatenate(preds) == split.answer
+        return self.per_example(lambda idx: self.predict(params, pool, idx), len(split)) == split.answer
+
+    def per_example(self, fn, n: int) -> np.ndarray:
+        """``fn(idx)`` over examples ``0 .. n - 1`` in batches of ``eval_batch_size`` (the last batch wraps around,
+        so every call has the same shape), concatenated along the first axis."""
+        b = self.config.eval_batch_size
+        out = [np.asarray(fn(jnp.asarray(np.arange(start, start + b) % n, jnp.int32)))[: n - start]
+               for start in range(0, n, b)]
+        return np.concatenate(out)
 
     def evaluate(self, params, pool: Pool, split: EncodedSplit) -> tuple[float, float]:
         """(per-response accuracy, per-dialog accuracy) over every example of ``split``."""
@@ -164,10 +167,15 @@ def kind_ids(kinds: list[str]) -> tuple[np.ndarray, list[str]]:
     return np.asarray([names.index(k) for k in kinds]), names
 
 
-def accuracy_by_kind(correct: np.ndarray, kinds: list[str]) -> dict[str, float]:
-    """Per-response accuracy of each kind of bot turn (greeting, api_call, options, ...)."""
+def mean_by_kind(values: np.ndarray, kinds) -> dict[str, float]:
+    """Mean of ``values`` over the examples of each kind of bot turn (greeting, api_call, ...), sorted by kind."""
     kinds_arr = np.asarray(kinds)
-    return {k: float(correct[kinds_arr == k].mean()) for k in sorted(set(kinds))}
+    return {k: float(np.asarray(values)[kinds_arr == k].mean()) for k in sorted(set(kinds_arr.tolist()))}
+
+
+def accuracy_by_kind(correct: np.ndarray, kinds: list[str]) -> dict[str, float]:
+    """Per-response accuracy of each kind of bot turn."""
+    return mean_by_kind(correct, kinds)
 
 
 def run_name(method: str, size: int, seed: int) -> str:
@@ -235,13 +243,8 @@ SUMMARY_COLUMNS = [
 def kind_table(weight_runs: list[dict], kinds: list[str]) -> str:
     """Mean weight of each kind of related bot turn, mean ± std over seeds, per (method, target_dialogs)."""
     kind_names = sorted(set(kinds))
-    kinds_arr = np.asarray(kinds)
-    rows = []
-    for run in weight_runs:
-        w = np.asarray(run["weights"])
-        row = {"method": run["method"], "target_dialogs": run["target_dialogs"]}
-        row.update({k: float(w[kinds_arr == k].mean()) for k in kind_names})
-        rows.append(row)
+    rows = [dict(method=run["method"], target_dialogs=run["target_dialogs"], **mean_by_kind(run["weights"], kinds))
+            for run in weight_runs]
     return summary_table(rows, ["method", "target_dialogs"], [(k, k, 1.0, 2) for k in kind_names])
 
 

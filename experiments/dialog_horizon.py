@@ -34,12 +34,12 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments.common import format_mean_std
-from experiments.dialog import DialogProgram, accuracies, accuracy_by_kind, load_data, target_train_pool
+from experiments.dialog import (DialogProgram, accuracies, accuracy_by_kind, load_data, mean_by_kind,
+                                target_train_pool)
 from metadial.data.dialog_batches import gather_batch
 from metadial.data.dialog_tasks import turn_kinds
 from metadial.io import atomic_write_json, atomic_write_text, read_json
-from metadial.optim import optax_update
-from metadial.steps import TrainState, inner_objective, optimizer_steps
+from metadial.steps import TrainState, optimizer_steps
 
 REPORT_STEPS = (1, 10, 100, 500, 1000, 2000, 4000, 8000)
 
@@ -93,9 +93,8 @@ class HorizonProbe:
     def _weighted_step(self, state: TrainState, key, pools, multipliers):
         target, related, _ = self._batches(pools, key)
         w = kind_multiplier_weights(multipliers, self.kind_of, related)
-        grads = jax.grad(inner_objective, argnums=1)(self.program.loss_fn, state.params, w, target, related,
-                                                      True, False)
-        params, opt_state = optax_update(self.optimizer, grads, state.opt_state, state.params)
+        params, opt_state = optimizer_steps(self.program.loss_fn, self.optimizer, state.params, state.opt_state, w,
+                                            target, related, include_target=True)
         return TrainState(state.step + 1, params, opt_state)
 
     def _lookahead_loss(self, multipliers, state: TrainState, key, pools):
@@ -110,10 +109,7 @@ class HorizonProbe:
                          for i in range(draws)])
 
     def example_losses(self, params, pool, n: int) -> np.ndarray:
-        b = self.program.config.eval_batch_size
-        out = [np.asarray(self.losses(params, pool, jnp.asarray(np.arange(s, s + b) % n, jnp.int32)))[: n - s]
-               for s in range(0, n, b)]
-        return np.concatenate(out)
+        return self.program.per_example(lambda idx: self.losses(params, pool, idx), n)
 
 
 def meta_net_kind_means(path: str, size: int, seed: int, kind_names: list[str]) -> np.ndarray | None:
@@ -121,11 +117,11 @@ def meta_net_kind_means(path: str, size: int, seed: int, kind_names: list[str]) 
     if not path:
         return None
     saved = read_json(path)
-    kinds = np.asarray([e["kind"] for e in saved["examples"]])
+    kinds = [e["kind"] for e in saved["examples"]]
     for run in saved["runs"]:
         if (run["method"], run["target_dialogs"], run["seed"]) == ("meta_net", size, seed):
-            w = np.asarray(run["weights"])
-            return np.asarray([w[kinds == k].mean() for k in kind_names], np.float32)
+            means = mean_by_kind(run["weights"], kinds)
+            return np.asarray([means[k] for k in kind_names], np.float32)
     raise ValueError(f"{path}: no meta_net run with target_dialogs={size}, seed={seed}")
 
 
@@ -166,8 +162,8 @@ def run_seed(probe: HorizonProbe, data: dict, corpus, seed: int, f: HorizonSetti
             if step in report:
                 losses = probe.example_losses(state.params, data["dev_pool"], n_dev)
                 curve[str(step)] = {"dev_loss": float(losses.mean()),
-                                    **{f"dev_loss_{k}": float(losses[dev_kinds == k].mean()) for k in kind_names
-                                       if (dev_kinds == k).any()}}
+                                    **{f"dev_loss_{k}": v for k, v in mean_by_kind(losses, dev_kinds).items()
+                                       if k in kind_names}}
         test_correct = program.correct(state.params, data["test_pool"], data["test"])
         record["arms"][arm] = {
             "multipliers": [float(x) for x in m], "curve": curve,
