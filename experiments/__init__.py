@@ -1,1 +1,4 @@
-"""absl launchers of the metadial experiments (run as ``python -m experiments.NAME``)."""
+"""The experiments: one folder each (``ideal/``, ``dialog/``), shared launcher code in ``shared/``.
+
+Not installed with the library: run them from the repository root, e.g. ``python -m experiments.ideal``.
+"""

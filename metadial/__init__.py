@@ -1,5 +1,6 @@
 """metadial: meta-learned weighting of related-task examples (Rajendran, Kummerfeld & Singh, 2021) in JAX."""
 
+from metadial.models.mlp import MLPScorer
 from metadial.steps import (
     LearningToReweight,
     MetaReweighting,
@@ -10,13 +11,13 @@ from metadial.steps import (
     optimizer_steps,
     weighted_mean,
 )
-from metadial.weighting import MLPScorer, NetWeighting, TableWeighting, Weighting
+from metadial.weighting import NetWeighting, TableWeighting, Weighting
 
 __all__ = [
     "LearningToReweight",
+    "MLPScorer",
     "MetaReweighting",
     "MetaState",
-    "MLPScorer",
     "NetWeighting",
     "PlainTrainer",
     "TableWeighting",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import orbax.checkpoint as ocp
 from absl import logging
@@ -31,7 +32,8 @@ class Checkpointer:
         self.directory = os.path.abspath(directory)
         with _quiet():
             self._manager = ocp.CheckpointManager(
-                self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+                self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+            )
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()

@@ -12,7 +12,8 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -79,12 +80,14 @@ class MetricsLog:
 def check_finite(values: dict[str, float], step: int, where: str) -> None:
     bad = {k: v for k, v in values.items() if not math.isfinite(v)}
     if bad:
-        raise NonFiniteError(f"{where}: non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} at step {step}; "
-                             f"the last good checkpoint (if any) is kept")
+        raise NonFiniteError(
+            f"{where}: non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} at step {step}; "
+            f"the last good checkpoint (if any) is kept"
+        )
 
 
 def tree_is_finite(tree: Any) -> bool:
-    leaves = [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating)]
     return all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
 
 
@@ -93,11 +96,36 @@ def restore_latest(checkpointer: Checkpointer | None, state: Any) -> tuple[int, 
     structure), or ``(0, state, no best yet)`` without one; ``best`` holds ``state``, ``score``, ``step``."""
     # the score stays float64 (numpy) so that the reported best score is exactly what ``evaluate`` returned
     best = {"state": state, "score": np.asarray(-np.inf, np.float64), "step": np.asarray(0, np.int64)}
-    if checkpointer is None or checkpointer.latest_step() is None:
+    latest = checkpointer.latest_step() if checkpointer is not None else None
+    if checkpointer is None or latest is None:
         return 0, state, best
-    start = int(checkpointer.latest_step())
+    start = int(latest)
     restored = checkpointer.restore(start, {"state": state, "best": best})
     return start, restored["state"], restored["best"]
+
+
+def format_value(value: float) -> str:
+    """A metric for the log: 4 decimals, or scientific notation for very small or large values."""
+    if value == 0 or 1e-3 <= abs(value) < 1e4:
+        return f"{value:.4f}"
+    return f"{value:.2e}"
+
+
+def format_duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
+
+
+def progress_line(name: str, step: int, num_steps: int, rate: float, eta: float, values: dict[str, float]) -> str:
+    """One short, labelled log line; ``weight_*`` values go on a second line as ``group value`` pairs."""
+    weights = {k[len("weight_") :]: v for k, v in values.items() if k.startswith("weight_")}
+    others = " ".join(f"{k}={format_value(v)}" for k, v in values.items() if not k.startswith("weight_"))
+    line = f"{name} step {step}/{num_steps} | {rate:.1f} steps/s | ETA {format_duration(eta)} | {others}"
+    if weights:
+        line += "\n  mean weights: " + " ".join(f"{k} {v:.2f}" for k, v in weights.items())
+    return line
 
 
 def train_loop(
@@ -110,6 +138,8 @@ def train_loop(
     log_every: int,
     evaluate: Callable[[Any], float] | None = None,
     eval_every: int = 0,
+    eval_name: str = "eval_score",
+    evals_after: float = 0.0,
     checkpointer: Checkpointer | None = None,
     checkpoint_every: int = 0,
     metrics_log: MetricsLog | None = None,
@@ -117,44 +147,67 @@ def train_loop(
 ) -> LoopResult:
     """Runs ``train_step(state, fold_in(key, step), step)`` for ``num_steps`` steps.
 
-    Every ``eval_every`` steps (and at the end) ``evaluate(state)`` gives a score; the best state is kept.
-    Every ``checkpoint_every`` steps (and at the end) the state, the best state and its score are saved;
-    if ``checkpointer`` holds a checkpoint, the loop resumes from its latest one.
+    Every ``eval_every`` steps (and at the end) ``evaluate(state)`` gives a score, logged as ``eval_name``;
+    the best state is kept. Every ``checkpoint_every`` steps (and at the end) the state, the best state and
+    its score are saved; if ``checkpointer`` holds a checkpoint, the loop resumes from its latest one. The
+    logged ETA counts the remaining steps, the remaining evaluations and ``evals_after`` evaluations' worth
+    of work that the caller does after the loop (e.g. the test set).
     """
     start, state, best = restore_latest(checkpointer, state)
     if start:
         logging.info("%s: resumed from the checkpoint of step %d", name, start)
     if metrics_log is not None:
         metrics_log.drop_after(start)  # lines an interrupted run wrote after its last checkpoint
-    t0, last = time.time(), {}
+    step_seconds, eval_seconds, num_evals, steps_timed = 0.0, 0.0, 0, 0
+    remaining_evals = lambda s: (
+        (num_steps // eval_every - s // eval_every + (num_steps % eval_every > 0))
+        if evaluate is not None and eval_every > 0
+        else 0
+    )
     for step in range(start, num_steps):
+        t0 = time.time()
+        if step == start:
+            logging.info("%s: compiling the training step", name)
         state, metrics = train_step(state, jax.random.fold_in(key, step), step)
+        if step == start:
+            jax.block_until_ready(state)
+            logging.info("%s: compiled and ran step %d in %.1fs", name, step + 1, time.time() - t0)
+        else:
+            steps_timed += 1
         s = step + 1
         at_end = s == num_steps
         logging_now = s % log_every == 0 or at_end
         evaluating = evaluate is not None and (s % eval_every == 0 or at_end)
         saving = checkpointer is not None and checkpoint_every > 0 and (s % checkpoint_every == 0 or at_end)
         if not (logging_now or evaluating or saving):
+            if step != start:
+                step_seconds += time.time() - t0
             continue
         last = {k: float(v) for k, v in metrics.items()}
+        if step != start:
+            step_seconds += time.time() - t0
         check_finite(last, s, name)
-        if evaluating:
+        if evaluating and evaluate is not None:
+            t_eval = time.time()
             score = float(evaluate(state))
-            last["eval_score"] = score
+            eval_seconds, num_evals = eval_seconds + time.time() - t_eval, num_evals + 1
+            last[eval_name] = score
             if score > float(best["score"]):
                 best = {"state": state, "score": np.asarray(score, np.float64), "step": np.asarray(s, np.int64)}
         if logging_now and log_metrics is not None:
             last.update({k: float(v) for k, v in log_metrics(state).items()})
         if logging_now or evaluating:
-            rate = (s - start) / max(time.time() - t0, 1e-9)
-            logging.info("%s step %d/%d (%.1f steps/s, ETA %.0fs) %s", name, s, num_steps, rate,
-                         (num_steps - s) / rate, " ".join(f"{k}={v:.4f}" for k, v in last.items()))
+            rate = steps_timed / step_seconds if step_seconds > 0 else 0.0
+            per_eval = eval_seconds / num_evals if num_evals else 0.0
+            eta = ((num_steps - s) / rate if rate > 0 else 0.0) + per_eval * (remaining_evals(s) + evals_after)
+            logging.info("%s", progress_line(name, s, num_steps, rate, eta, last))
             if metrics_log is not None:
                 metrics_log.write(s, last)
-        if saving:
+        if saving and checkpointer is not None:
             if not tree_is_finite(state):
-                raise NonFiniteError(f"{name}: the state holds non-finite values at step {s}; "
-                                     f"the last good checkpoint (if any) is kept")
+                raise NonFiniteError(
+                    f"{name}: the state holds non-finite values at step {s}; the last good checkpoint (if any) is kept"
+                )
             checkpointer.save(s, {"state": state, "best": best})
     if evaluate is None:
         return LoopResult(state, state, None, num_steps, start)

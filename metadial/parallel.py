@@ -7,7 +7,8 @@ batch shards of its own devices.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -16,8 +17,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = "data"
 
 
-def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh over ``devices`` (default: all devices)."""
+def data_mesh(devices: Sequence[Any] | None = None) -> Mesh:
+    """A 1-D mesh over ``devices`` (``jax.Device`` objects; default: all devices)."""
     return Mesh(np.asarray(list(devices) if devices is not None else jax.devices()), (DATA_AXIS,))
 
 
@@ -30,9 +31,10 @@ def shard_batch(batch: dict[str, Any], mesh: Mesh, unsharded: Sequence[str] = ()
     """Inside a jitted function: splits every leaf of ``batch`` along its first axis over the mesh, except the
     entries named in ``unsharded`` (e.g. a candidate set shared by all examples), which stay replicated."""
     split, whole = NamedSharding(mesh, PartitionSpec(DATA_AXIS)), NamedSharding(mesh, PartitionSpec())
-    return {k: jax.tree_util.tree_map(lambda x, s=(whole if k in unsharded else split):
-                                      jax.lax.with_sharding_constraint(x, s), v)
-            for k, v in batch.items()}
+    return {
+        k: jax.tree.map(lambda x, s=(whole if k in unsharded else split): jax.lax.with_sharding_constraint(x, s), v)
+        for k, v in batch.items()
+    }
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

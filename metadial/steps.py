@@ -10,7 +10,7 @@ and call it every step: shapes are static, so it traces once.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.struct
 import jax
@@ -107,7 +107,8 @@ def optimizer_steps(
     if stacked:
         _check_stacked(num_steps, weights, target_batch, related_batch)
         (params, opt_state), _ = jax.lax.scan(
-            one_step, (params, opt_state), (weights, target_batch, related_batch), length=num_steps)
+            one_step, (params, opt_state), (weights, target_batch, related_batch), length=num_steps
+        )
         return params, opt_state
     same = lambda carry, _: one_step(carry, (weights, target_batch, related_batch))
     if num_steps == 1:
@@ -118,25 +119,27 @@ def optimizer_steps(
 
 
 def _check_stacked(num_steps: int, *trees: PyTree) -> None:
-    for leaf in jax.tree_util.tree_leaves(trees):
+    for leaf in jax.tree.leaves(trees):
         if leaf.ndim == 0 or leaf.shape[0] != num_steps:
-            raise ValueError(f"with fresh inner batches every batch leaf needs a leading axis of length "
-                             f"inner_steps={num_steps}, got a leaf of shape {leaf.shape}")
+            raise ValueError(
+                f"with fresh inner batches every batch leaf needs a leading axis of length "
+                f"inner_steps={num_steps}, got a leaf of shape {leaf.shape}"
+            )
 
 
 def stack_batches(batches: Sequence[Batch]) -> Batch:
     """Batches of equal shapes stacked along a new leading axis (the input of ``fresh_inner_batches``)."""
-    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *batches)
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *batches)
 
 
 def first_of_stack(batch: Batch) -> Batch:
     """Batch 0 of a stack of batches (leading axis)."""
-    return jax.tree_util.tree_map(lambda x: x[0], batch)
+    return jax.tree.map(lambda x: x[0], batch)
 
 
 def merge_stack(batch: Batch) -> Batch:
     """A stack of ``K`` batches of ``B`` examples as one batch of ``K * B``."""
-    return jax.tree_util.tree_map(lambda x: jnp.reshape(x, (-1,) + x.shape[2:]), batch)
+    return jax.tree.map(lambda x: jnp.reshape(x, (-1, *x.shape[2:])), batch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,15 +254,23 @@ class MetaReweighting:
     ) -> tuple[MetaState, dict[str, jax.Array]]:
         outer, meta_grads = self.meta_gradient(state, target_batch, related_batch, outer_batch)
         meta_params, meta_opt_state = self.weighting.apply_meta_update(
-            self.meta_optimizer, meta_grads, state.meta_opt_state, state.meta_params,
-            merge_stack(related_batch) if self.fresh_inner_batches else related_batch
+            self.meta_optimizer,
+            meta_grads,
+            state.meta_opt_state,
+            state.meta_params,
+            merge_stack(related_batch) if self.fresh_inner_batches else related_batch,
         )
         if self.fresh_inner_batches:
             target_batch, related_batch = first_of_stack(target_batch), first_of_stack(related_batch)
         weights = jax.lax.stop_gradient(self.weighting.weights(meta_params, related_batch))
         loss, grads = jax.value_and_grad(inner_objective, argnums=1)(
-            self.loss_fn, state.params, weights, target_batch, related_batch,
-            self.target_in_update and not self.separate_target_step, self.normalize
+            self.loss_fn,
+            state.params,
+            weights,
+            target_batch,
+            related_batch,
+            self.target_in_update and not self.separate_target_step,
+            self.normalize,
         )
         params, opt_state = optax_update(self.optimizer, grads, state.opt_state, state.params)
         if self.separate_target_step:
@@ -315,8 +326,16 @@ class LearningToReweight:
 
         def outer(eps):
             params, _ = optimizer_steps(
-                self.loss_fn, self.lookahead, state.params, lookahead_state, eps, target_batch, related_batch,
-                num_steps=1, include_target=False, normalize=False,
+                self.loss_fn,
+                self.lookahead,
+                state.params,
+                lookahead_state,
+                eps,
+                target_batch,
+                related_batch,
+                num_steps=1,
+                include_target=False,
+                normalize=False,
             )
             return mean_loss(self.loss_fn, params, outer_batch)
 

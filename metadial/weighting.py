@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Callable, Sequence
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
+from metadial.models import apply_model
 from metadial.optim import optax_update
 
 Batch = dict[str, Any]
@@ -85,27 +87,14 @@ class TableWeighting(Weighting):
 
     def apply_meta_update(self, meta_optimizer, meta_grads, meta_opt_state, meta_params, related_batch):
         ids = related_batch[self.id_key]
-        take = lambda tree: jax.tree_util.tree_map(lambda leaf: leaf[ids], tree)
+        take = lambda tree: jax.tree.map(lambda leaf: leaf[ids], tree)
         rows = meta_params[ids]
         # meta_grads is the dense gradient, so repeated ids see the same summed gradient and the same state:
         # their updated rows are identical and the scatter below is well defined.
         updates, new_state_rows = jax.vmap(meta_optimizer.update)(meta_grads[ids], take(meta_opt_state), rows)
         new_params = meta_params.at[ids].set(rows + updates)
-        new_state = jax.tree_util.tree_map(lambda full, part: full.at[ids].set(part), meta_opt_state, new_state_rows)
+        new_state = jax.tree.map(lambda full, part: full.at[ids].set(part), meta_opt_state, new_state_rows)
         return new_params, new_state
-
-
-class MLPScorer(nn.Module):
-    """A small MLP that maps a feature vector per example to one scalar score."""
-
-    hidden_sizes: Sequence[int] = (32,)
-
-    @nn.compact
-    def __call__(self, features: jax.Array) -> jax.Array:
-        h = features
-        for size in self.hidden_sizes:
-            h = nn.relu(nn.Dense(size)(h))
-        return nn.Dense(1)(h)[..., 0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,5 +116,5 @@ class NetWeighting(Weighting):
         return self.module.init(key, *self._inputs(related_batch))
 
     def logits(self, meta_params: PyTree, related_batch: Batch) -> jax.Array:
-        scores = self.module.apply(meta_params, *self._inputs(related_batch))
+        scores = apply_model(self.module, meta_params, *self._inputs(related_batch))
         return jnp.reshape(scores, (-1,))

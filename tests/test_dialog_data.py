@@ -8,8 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metadial.data.babi_dialog import (DialogFormatError, answer_indices, bot_turn_kind, open_text, read_candidates,
-                                       read_dialogs)
+from metadial.data.babi_dialog import (
+    DialogFormatError,
+    answer_indices,
+    bot_turn_kind,
+    open_text,
+    read_candidates,
+    read_dialogs,
+)
 from metadial.data.dialog_batches import device_pool, gather_batch
 from metadial.data.dialog_tasks import encode, load_corpus, target_subset
 
@@ -23,7 +29,9 @@ PERSONAL = (
     "1 male elderly non-veg pizza\n"
     "2 hello\thello sir\n"
 )
-CANDIDATES = "1 hello maam\n1 hello sir\n1 api_call italian rome two cheap\n1 what do you think of this option: resto_a\n"
+CANDIDATES = (
+    "1 hello maam\n1 hello sir\n1 api_call italian rome two cheap\n1 what do you think of this option: resto_a\n"
+)
 
 
 def write(path, text, gz=False):
@@ -52,15 +60,18 @@ def test_reader_builds_memory_query_and_answer(files):
     assert [bot_turn_kind(t.bot) for t in d.turns] == ["greeting", "api_call", "options"]
 
 
-@pytest.mark.parametrize("text, has_profile, message", [
-    ("1 hi\thello maam\n2 x\n", True, r"dialogs.txt:1: expected a user profile line"),
-    ("1 female young veg paella\n3 hi\thello maam\n", True, r"dialogs.txt:2: expected line id 2"),
-    ("1 female young veg paella\nhi\thello maam\n", True, r"dialogs.txt:2: expected '<id> <text>'"),
-    ("1 resto_a R_phone p\n", False, r"dialogs.txt:1: expected a turn '1 user<TAB>bot'"),
-    ("1 hi\t \n", False, r"dialogs.txt:1: expected '<id> user utterance<TAB>bot utterance'"),
-    ("1 female young veg paella\n", True, r"dialogs.txt:1: dialog has no 'user<TAB>bot' turn"),
-    ("\n\n", False, r"dialogs.txt: no dialogs"),
-])
+@pytest.mark.parametrize(
+    "text, has_profile, message",
+    [
+        ("1 hi\thello maam\n2 x\n", True, r"dialogs.txt:1: expected a user profile line"),
+        ("1 female young veg paella\n3 hi\thello maam\n", True, r"dialogs.txt:2: expected line id 2"),
+        ("1 female young veg paella\nhi\thello maam\n", True, r"dialogs.txt:2: expected '<id> <text>'"),
+        ("1 resto_a R_phone p\n", False, r"dialogs.txt:1: expected a turn '1 user<TAB>bot'"),
+        ("1 hi\t \n", False, r"dialogs.txt:1: expected '<id> user utterance<TAB>bot utterance'"),
+        ("1 female young veg paella\n", True, r"dialogs.txt:1: dialog has no 'user<TAB>bot' turn"),
+        ("\n\n", False, r"dialogs.txt: no dialogs"),
+    ],
+)
 def test_reader_rejects_malformed_dialogs(tmp_path, text, has_profile, message):
     path = write(tmp_path / "dialogs.txt", text)
     with pytest.raises(DialogFormatError, match=message):
@@ -71,16 +82,28 @@ def test_bot_utterance_missing_from_candidates_is_an_error(tmp_path, files):
     dialogs_path, _ = files
     cands_path = write(tmp_path / "few.txt", "1 hello maam\n")
     dialogs = read_dialogs(dialogs_path, has_profile=True)
-    with pytest.raises(DialogFormatError, match=r"dialogs.txt.gz:3: bot utterance 'api_call italian rome two cheap' "
-                                                r"is not in the candidate set .*few.txt"):
+    with pytest.raises(
+        DialogFormatError,
+        match=r"dialogs.txt.gz:3: bot utterance 'api_call italian rome two cheap' "
+        r"is not in the candidate set .*few.txt",
+    ):
         answer_indices(dialogs, read_candidates(cands_path), dialogs_path, cands_path)
 
 
 def test_bad_candidate_line_and_missing_file(tmp_path):
     with pytest.raises(DialogFormatError, match=r"c.txt:2: expected '<id> <utterance>'"):
         read_candidates(write(tmp_path / "c.txt", "1 ok\nno id here\n"))
-    with pytest.raises(FileNotFoundError, match="nope.txt"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.txt"):
         open_text(str(tmp_path / "nope.txt"))
+
+
+def test_truncated_gzip_file_is_an_error_naming_the_file(tmp_path):
+    path = tmp_path / "dialogs.txt.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("\n".join([PERSONAL] * 50))
+    path.write_bytes(path.read_bytes()[:-40])  # cut the end off, as an interrupted copy would
+    with pytest.raises(DialogFormatError, match=r"dialogs.txt.gz: unreadable after line \d+ \(EOFError"):
+        read_dialogs(str(path), has_profile=True)
 
 
 def test_target_subsets_are_seeded_and_nested():
@@ -102,7 +125,7 @@ def test_packaged_data_encodes_with_speaker_and_time_tokens(corpus):
     vocab = corpus.vocab
     words = lambda ids: [vocab.words[i] for i in ids if i]
     d0 = corpus.dialogs["target_trn"][0]
-    assert words(split.store[0, 0]) == d0.profile.split() + ["$p", "#1"]
+    assert words(split.store[0, 0]) == [*d0.profile.split(), "$p", "#1"]
     assert words(split.store[0, 1])[-2:] == ["$u", "#2"] and words(split.store[0, 2])[-2:] == ["$r", "#3"]
     first = np.flatnonzero(split.dialog == 0)
     assert len(first) == len(d0.turns) and list(split.turn[first]) == list(range(1, len(d0.turns) + 1))
@@ -117,7 +140,7 @@ def test_gather_batch_keeps_the_most_recent_sentences(corpus):
     i = int(np.argmax(split.memory_len))  # the last turn: the longest memory
     n = int(split.memory_len[i])
     batch = gather_batch(pool, jnp.array([i, 0]), memory_size=4)
-    np.testing.assert_array_equal(batch["memory"][0], split.store[0, n - 4:n])
+    np.testing.assert_array_equal(batch["memory"][0], split.store[0, n - 4 : n])
     assert not np.asarray(batch["memory"][1]).any()  # the first turn of a bAbI dialog has an empty memory
     big = gather_batch(pool, jnp.array([i]), memory_size=n + 3)
     assert not np.asarray(big["memory"][0, :3]).any()  # left padding
@@ -133,11 +156,15 @@ def test_every_bot_template_of_both_tasks_has_a_kind(corpus):
 
     for split in ("related_trn", "target_tst"):
         assert "other" not in turn_kinds(encode(corpus, split)), split
-    pairs = [("i'm on it", "i'm on your request"), ("sure is there anything else to update",
-              "great is there any other thing to modify"), ("sure let me find an other option for you",
-              "sure finding something else"), ("is there anything i can help you with", "need something else"),
-             ("great let me do the reservation", "cool its done"), ("any preference on a type of cuisine",
-              "what food are you looking for"), ("hello what can i help you with today", "hey dude what is up")]
+    pairs = [
+        ("i'm on it", "i'm on your request"),
+        ("sure is there anything else to update", "great is there any other thing to modify"),
+        ("sure let me find an other option for you", "sure finding something else"),
+        ("is there anything i can help you with", "need something else"),
+        ("great let me do the reservation", "cool its done"),
+        ("any preference on a type of cuisine", "what food are you looking for"),
+        ("hello what can i help you with today", "hey dude what is up"),
+    ]
     for babi, personal in pairs:
         assert bot_turn_kind(babi) == bot_turn_kind(personal), (babi, personal)
     counts = Counter(turn_kinds(encode(corpus, "related_trn")))

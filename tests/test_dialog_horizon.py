@@ -1,4 +1,4 @@
-"""The horizon diagnostic's weighted step and one-step look-ahead (experiments/dialog_horizon.py)."""
+"""The horizon diagnostic's weighted step and one-step look-ahead (experiments/dialog/horizon.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import numpy as np
 import optax
 import pytest
 
-from configs.dialog import get_config
-from experiments import dialog, dialog_horizon
+from experiments.dialog import horizon as dialog_horizon
+from experiments.dialog.configs.horizon import get_config
+from experiments.dialog.data import load_data
+from experiments.dialog.program import DialogProgram
 from metadial.steps import TrainState
 from tests import tiny
 
@@ -30,28 +32,25 @@ def test_kind_multiplier_weights_sum_to_the_batch_size_and_survive_an_all_zero_b
 def tiny_probe():
     config = get_config()
     config.update(dict(max_dialogs=4, eval_batch_size=64, batch_size=8))
-    corpus, data = dialog.load_data(config)
-    related_ids, kind_names = data["related_kind_ids"]
-    program = dialog.DialogProgram("union", config, corpus)
-    pools = {"target": dialog.target_train_pool(corpus, 3, 0), "related": data["related_pool"]}
-    return dialog_horizon.HorizonProbe(program, related_ids), pools, len(kind_names)
+    data = load_data(config)
+    program = DialogProgram("union", config, data)
+    pools = data.train_pools(data.target_train(3, 0))
+    return dialog_horizon.HorizonProbe(program, data.related_kind_ids), pools, len(data.kind_names)
 
 
 def test_weighted_step_with_unit_multipliers_is_the_union_step(tiny_probe):
     probe, pools, num_kinds = tiny_probe
-    state = probe.program.init(jax.random.PRNGKey(0), pools)
+    state = probe.program.init(jax.random.key(0), pools)
     for i in range(3):
-        key = jax.random.PRNGKey(10 + i)
+        key = jax.random.key(10 + i)
         union, _ = probe.program.train_step(state, key, pools)
         ours = probe.weighted_step(state, key, pools, jnp.ones(num_kinds))
-        for a, b in zip(jax.tree_util.tree_leaves(union.params), jax.tree_util.tree_leaves(ours.params)):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        tiny.assert_trees_close(ours.params, union.params)
         state = union
     # dropping every kind leaves only the target loss: a different step
     dropped = probe.weighted_step(state, key, pools, jnp.zeros(num_kinds))
     union, _ = probe.program.train_step(state, key, pools)
-    assert any(not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(union.params),
-                                                     jax.tree_util.tree_leaves(dropped.params)))
+    assert tiny.trees_differ(union.params, dropped.params)
 
 
 def test_kind_lookahead_gradient_matches_finite_differences_in_float64():
@@ -59,13 +58,16 @@ def test_kind_lookahead_gradient_matches_finite_differences_in_float64():
         target, related, outer = tiny.make_batches()  # related ids 1, 3, 4, 6
         kind_of = jnp.array([0, 1, 2, 1, 0, 2, 2, 1])  # kinds of the 8 related ids
         optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(0.1, eps_root=1e-8))
-        params = tiny.make_params(jax.random.PRNGKey(3))
+        params = tiny.make_params(jax.random.key(3))
         state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
         g = jax.grad(lambda p: jnp.mean(tiny.loss_fn(p, related)))(params)  # one real step: Adam moments != 0
         updates, opt_state = optimizer.update(g, state.opt_state, params)
         state = TrainState(state.step + 1, optax.apply_updates(params, updates), opt_state)
-        loss = jax.jit(lambda m: dialog_horizon.kind_lookahead_loss(tiny.loss_fn, optimizer, m, kind_of, state,
-                                                                    target, related, outer))
+        loss = jax.jit(
+            lambda m: dialog_horizon.kind_lookahead_loss(
+                tiny.loss_fn, optimizer, m, kind_of, state, target, related, outer
+            )
+        )
         m = jnp.array([0.7, 1.0, 1.3])
         grad = jax.jit(jax.grad(loss))(m)
         eps = 1e-6
@@ -77,8 +79,10 @@ def test_kind_lookahead_gradient_matches_finite_differences_in_float64():
 def test_meta_net_kind_means_reads_the_run_of_its_size_and_seed(tmp_path):
     path = tmp_path / "related_weights.json"
     examples = [{"kind": k} for k in ("greeting", "ask_slot", "ask_slot", "api_call")]
-    runs = [{"method": "meta_table", "target_dialogs": 100, "seed": 0, "weights": [9, 9, 9, 9]},
-            {"method": "meta_net", "target_dialogs": 100, "seed": 0, "weights": [0.5, 0.2, 0.4, 0.1]}]
+    runs = [
+        {"method": "meta_table", "target_dialogs": 100, "seed": 0, "weights": [9, 9, 9, 9]},
+        {"method": "meta_net", "target_dialogs": 100, "seed": 0, "weights": [0.5, 0.2, 0.4, 0.1]},
+    ]
     path.write_text(json.dumps({"examples": examples, "runs": runs}))
     means = dialog_horizon.meta_net_kind_means(str(path), 100, 0, ["api_call", "ask_slot", "greeting"])
     np.testing.assert_allclose(means, [0.1, 0.3, 0.5], rtol=1e-6)
@@ -89,14 +93,26 @@ def test_meta_net_kind_means_reads_the_run_of_its_size_and_seed(tmp_path):
 
 def test_summary_reports_arms_against_union_per_seed_pair():
     def record(seed, union_loss, drop_loss):
-        arm = lambda loss, acc: {"curve": {"1": {"dev_loss": loss, "dev_loss_ask_slot": loss}}, "multipliers": [1, 1],
-                                 "dev_response_accuracy": acc, "test_response_accuracy": acc,
-                                 "test_accuracy_by_kind": {"ask_slot": acc}}
-        return {"seed": seed, "target_dialogs": 100, "start_step": 5, "horizon": 1, "kinds": ["api_call", "ask_slot"],
-                "probe": {"5": {"mean": [1e-3, -2e-3], "sem": [0, 0]}},
-                "arms": {"union": arm(union_loss, 0.6), "drop_ask_slot": arm(drop_loss, 0.5)}}
+        arm = lambda loss, acc: {
+            "curve": {"1": {"dev_loss": loss, "dev_loss_ask_slot": loss}},
+            "multipliers": [1, 1],
+            "dev_response_accuracy": acc,
+            "test_response_accuracy": acc,
+            "test_accuracy_by_kind": {"ask_slot": acc},
+        }
+        return {
+            "seed": seed,
+            "target_dialogs": 100,
+            "start_step": 5,
+            "horizon": 1,
+            "kinds": ["api_call", "ask_slot"],
+            "probe": {"5": {"mean": [1e-3, -2e-3], "sem": [0, 0]}},
+            "arms": {"union": arm(union_loss, 0.6), "drop_ask_slot": arm(drop_loss, 0.5)},
+        }
 
     text = dialog_horizon.summarize([record(0, 4.0, 4.5), record(1, 3.0, 3.1)])
     assert "| 5 | 1.00 ± 0.00 | -2.00 ± 0.00 |" in text  # look-ahead gradients x 1e3
-    assert "| drop_ask_slot | 0.3000 ± 0.2000 | 0.3000 ± 0.2000 |" in text  # paired differences, then mean ± std (ddof 0)
+    assert (
+        "| drop_ask_slot | 0.3000 ± 0.2000 | 0.3000 ± 0.2000 |" in text
+    )  # paired differences, then mean ± std (ddof 0)
     assert "| drop_ask_slot | 50.0 ± 0.0 | 50.0 ± 0.0 | 50.0 ± 0.0 |" in text

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from metadial.checkpoint import Checkpointer
-from metadial.loop import MetricsLog, NonFiniteError, train_loop
+from metadial.loop import MetricsLog, NonFiniteError, format_value, progress_line, train_loop
 
 
 def counting_step(bad_at: int | None = None):
@@ -27,11 +27,24 @@ def counting_step(bad_at: int | None = None):
 def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     ckpt = Checkpointer(str(tmp_path / "ck"), keep=2)
     with pytest.raises(NonFiniteError, match=r"run-a: non-finite train_loss=nan at step 7"):
-        train_loop(counting_step(bad_at=7), {"x": jnp.zeros(())}, jax.random.PRNGKey(0), num_steps=20, name="run-a",
-                   log_every=1, checkpointer=ckpt, checkpoint_every=3)
+        train_loop(
+            counting_step(bad_at=7),
+            {"x": jnp.zeros(())},
+            jax.random.key(0),
+            num_steps=20,
+            name="run-a",
+            log_every=1,
+            checkpointer=ckpt,
+            checkpoint_every=3,
+        )
     assert ckpt.latest_step() == 6
-    restored = ckpt.restore(6, {"state": {"x": jnp.zeros(())},
-                                "best": {"state": {"x": jnp.zeros(())}, "score": np.asarray(0.0), "step": np.asarray(0)}})
+    restored = ckpt.restore(
+        6,
+        {
+            "state": {"x": jnp.zeros(())},
+            "best": {"state": {"x": jnp.zeros(())}, "score": np.asarray(0.0), "step": np.asarray(0)},
+        },
+    )
     assert float(restored["state"]["x"]) == 6.0
 
 
@@ -39,17 +52,28 @@ def test_loop_selects_the_best_evaluation_and_resumes(tmp_path):
     scores = {2: 0.5, 4: 0.9, 6: 0.7, 8: 0.8}
     evaluate = lambda state: scores[int(state["x"])]
     log = MetricsLog(str(tmp_path / "m.jsonl"), None, {"run": "b"})
-    common = dict(num_steps=8, name="run-b", log_every=2, evaluate=evaluate, eval_every=2, checkpoint_every=2,
-                  metrics_log=log)
-    first = train_loop(counting_step(), {"x": jnp.zeros(())}, jax.random.PRNGKey(0),
-                       checkpointer=Checkpointer(str(tmp_path / "ck")), **common)
+    common = dict(
+        num_steps=8, name="run-b", log_every=2, evaluate=evaluate, eval_every=2, checkpoint_every=2, metrics_log=log
+    )
+    first = train_loop(
+        counting_step(),
+        {"x": jnp.zeros(())},
+        jax.random.key(0),
+        checkpointer=Checkpointer(str(tmp_path / "ck")),
+        **common,
+    )
     assert (first.best_score, first.best_step, float(first.best_state["x"])) == (0.9, 4, 4.0)
     # a second call with the same checkpoints resumes at the end: nothing is retrained or logged twice
-    again = train_loop(counting_step(), {"x": jnp.zeros(())}, jax.random.PRNGKey(0),
-                       checkpointer=Checkpointer(str(tmp_path / "ck")), **common)
+    again = train_loop(
+        counting_step(),
+        {"x": jnp.zeros(())},
+        jax.random.key(0),
+        checkpointer=Checkpointer(str(tmp_path / "ck")),
+        **common,
+    )
     assert (again.resumed_from, again.best_score, again.best_step) == (8, 0.9, 4)
-    lines = [json.loads(l) for l in (tmp_path / "m.jsonl").read_text().splitlines()]
-    assert [l["step"] for l in lines] == [2, 4, 6, 8] and lines[1]["eval_score"] == 0.9
+    lines = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [2, 4, 6, 8] and lines[1]["eval_score"] == 0.9
 
 
 def test_metrics_log_drops_only_its_own_later_lines(tmp_path):
@@ -63,20 +87,17 @@ def test_metrics_log_drops_only_its_own_later_lines(tmp_path):
     assert kept == [("a", 1), ("b", 1), ("b", 2), ("b", 3)]
 
 
-def test_plots_from_a_workdir(tmp_path):
-    from experiments.plots import make_plots
-
-    records = [{"method": m, "seed": s, "target_dialogs": n, "test_response_accuracy": 0.5 + 0.01 * s}
-               for m in ("union", "meta_net") for n in (50, 100) for s in range(3)]
-    (tmp_path / "results.json").write_text(json.dumps(records))
-    examples = [{"example_id": i, "kind": k} for i, k in enumerate(["greeting", "api_call", "options"])]
-    runs = [{"method": "meta_net", "target_dialogs": 50, "seed": 0, "weights": [0.2, 0.9, 0.5]}]
-    (tmp_path / "related_weights.json").write_text(json.dumps({"examples": examples, "runs": runs}))
-    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(
-        {"method": "meta_net", "target_dialogs": 50, "seed": 0, "step": s, "weight_greeting": 0.5 - 0.1 * s})
-        for s in (1, 2, 3)) + "\n")
-    made = make_plots(str(tmp_path))
-    assert sorted(p.rsplit("/", 1)[1] for p in made) == [
-        "accuracy_vs_target_dialogs.png", "weight_histograms.png", "weights_over_training.png"]
-    for p in made:
-        assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+def test_log_values_are_short_and_small_ones_scientific():
+    line = progress_line(
+        "run",
+        5,
+        10,
+        12.5,
+        75.0,
+        {"train_loss": 1.23456, "meta_grad_norm": 4.1e-05, "weight_api_call": 0.2134, "weight_greeting": 0.5},
+    )
+    assert line == (
+        "run step 5/10 | 12.5 steps/s | ETA 1m15s | train_loss=1.2346 meta_grad_norm=4.10e-05\n"
+        "  mean weights: api_call 0.21 greeting 0.50"
+    )
+    assert format_value(0.0) == "0.0000" and format_value(123456.0) == "1.23e+05"

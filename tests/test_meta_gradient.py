@@ -36,13 +36,18 @@ def setup(kind, optimizer_name, inner_steps, target_in_inner=False, normalize=Fa
     target, related, outer = tiny.make_batches()
     weighting = make_weighting(kind)
     learner = MetaReweighting(
-        tiny.loss_fn, weighting, INNER_OPTIMIZERS[optimizer_name](), optax.sgd(1.0),
-        inner_steps=inner_steps, target_in_inner=target_in_inner, normalize=normalize,
+        tiny.loss_fn,
+        weighting,
+        INNER_OPTIMIZERS[optimizer_name](),
+        optax.sgd(1.0),
+        inner_steps=inner_steps,
+        target_in_inner=target_in_inner,
+        normalize=normalize,
     )
-    meta_params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), weighting.init(jax.random.PRNGKey(1), related))
+    meta_params = jax.tree.map(lambda a: a.astype(jnp.float64), weighting.init(jax.random.key(1), related))
     if kind == "table":
-        meta_params = jax.random.normal(jax.random.PRNGKey(2), meta_params.shape)
-    state = learner.init(tiny.make_params(jax.random.PRNGKey(3)), meta_params)
+        meta_params = jax.random.normal(jax.random.key(2), meta_params.shape)
+    state = learner.init(tiny.make_params(jax.random.key(3)), meta_params)
     step = jax.jit(learner.step)
     for seed in (5, 6):
         t, r, o = tiny.make_batches(seed)
@@ -98,14 +103,17 @@ def hand_unrolled_outer_loss(optimizer_name, inner_steps, weights_of, meta_param
     for _ in range(inner_steps):
         g = jax.grad(lambda p: jnp.mean(w * tiny.loss_fn(p, related)))(params)
         if optimizer_name == "sgd":
-            params = jax.tree_util.tree_map(lambda p, gi: p - LR * gi, params, g)
+            params = jax.tree.map(lambda p, gi: p - LR * gi, params, g)
         else:
             count = count + 1
-            mu = jax.tree_util.tree_map(lambda m, gi: B1 * m + (1 - B1) * gi, mu, g)
-            nu = jax.tree_util.tree_map(lambda v, gi: B2 * v + (1 - B2) * gi**2, nu, g)
-            params = jax.tree_util.tree_map(
+            mu = jax.tree.map(lambda m, gi: B1 * m + (1 - B1) * gi, mu, g)
+            nu = jax.tree.map(lambda v, gi: B2 * v + (1 - B2) * gi**2, nu, g)
+            params = jax.tree.map(
                 lambda p, m, v: p - LR * (m / (1 - B1**count)) / (jnp.sqrt(v / (1 - B2**count) + EPS_ROOT) + EPS),
-                params, mu, nu)
+                params,
+                mu,
+                nu,
+            )
     return jnp.mean(tiny.loss_fn(params, outer))
 
 
@@ -117,8 +125,9 @@ def test_step_meta_gradient_matches_hand_written_unroll(kind, optimizer_name, in
         learner, state, batches = setup(kind, optimizer_name, inner_steps)
         weights_of = lambda m: learner.weighting.weights(m, batches[1])
         hand = lambda m: hand_unrolled_outer_loss(optimizer_name, inner_steps, weights_of, m, state, batches)
-        np.testing.assert_allclose(hand(state.meta_params), learner.outer_loss(state.meta_params, state, *batches),
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            hand(state.meta_params), learner.outer_loss(state.meta_params, state, *batches), rtol=1e-12
+        )
         new_state, _ = jax.jit(learner.step)(state, *batches)
         step_grad = -(ravel_pytree(new_state.meta_params)[0] - ravel_pytree(state.meta_params)[0])
         assert rel_err(step_grad, ravel_pytree(jax.grad(hand)(state.meta_params))[0]) < 1e-10
@@ -135,8 +144,7 @@ def test_fresh_inner_batches_of_one_repeated_batch_equal_the_same_batch_steps(ki
         expected, _ = jax.jit(learner.step)(state, target, related, outer)
         repeated = stack_batches([target, target]), stack_batches([related, related])
         got, _ = jax.jit(fresh_learner(learner).step)(state, *repeated, outer)
-        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(expected)):
-            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+        tiny.assert_trees_close(got, expected, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("kind", ["table", "net"])
@@ -161,8 +169,9 @@ def test_fresh_inner_batches_meta_gradient_matches_finite_differences(kind):
 def test_fresh_inner_batches_need_a_leading_axis_of_inner_steps():
     target, related, outer = tiny.make_batches()
     weighting = make_weighting("net")
-    learner = MetaReweighting(tiny.loss_fn, weighting, optax.sgd(LR), optax.sgd(1.0), inner_steps=2,
-                              fresh_inner_batches=True)
-    state = learner.init(tiny.make_params(jax.random.PRNGKey(3)), weighting.init(jax.random.PRNGKey(1), related))
+    learner = MetaReweighting(
+        tiny.loss_fn, weighting, optax.sgd(LR), optax.sgd(1.0), inner_steps=2, fresh_inner_batches=True
+    )
+    state = learner.init(tiny.make_params(jax.random.key(3)), weighting.init(jax.random.key(1), related))
     with pytest.raises(ValueError, match="leading axis of length inner_steps=2"):
         learner.outer_loss(state.meta_params, state, target, related, outer)

@@ -25,11 +25,11 @@ SCRIPT = textwrap.dedent("""
                          else NetWeighting(MLPScorer((4,)), lambda b: b["x"]))
             learner = MetaReweighting(tiny.loss_fn, weighting, optax.adam(0.1, eps_root=1e-8), optax.adam(0.05),
                                       inner_steps=2, target_in_inner=True, normalize=True)
-            k = jax.random.split(jax.random.PRNGKey(0), 3)
+            k = jax.random.split(jax.random.key(0), 3)
             target, outer = tiny.make_batch(k[0], 8), tiny.make_batch(k[1], 8)
             related = tiny.make_batch(k[2], 8, ids=np.arange(8) * 2)
-            state = learner.init(tiny.make_params(jax.random.PRNGKey(1)),
-                                 weighting.init(jax.random.PRNGKey(2), related))
+            state = learner.init(tiny.make_params(jax.random.key(1)),
+                                 weighting.init(jax.random.key(2), related))
             state = replicate(state, mesh)
 
             @jax.jit
@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent("""
                 placed = jax.jit(lambda b: shard_batch(b, mesh))(related)
                 assert len(placed["x"].sharding.device_set) == 4
                 assert placed["x"].addressable_shards[0].data.shape == (2, tiny.NUM_FEATURES)
-            results[(name, kind)] = jax.tree_util.tree_leaves((state.params, state.meta_params, metrics))
+            results[(name, kind)] = jax.tree.leaves((state.params, state.meta_params, metrics))
     for kind in ("table", "net"):
         for a, b in zip(results[("one", kind)], results[("four", kind)]):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-6)
@@ -52,7 +52,6 @@ SCRIPT = textwrap.dedent("""
 
 def test_four_device_meta_step_equals_one_device_step():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("OK")

@@ -8,8 +8,15 @@ import numpy as np
 import optax
 import pytest
 
-from metadial import (LearningToReweight, MetaReweighting, MLPScorer, NetWeighting, PlainTrainer, TableWeighting,
-                      weighted_mean)
+from metadial import (
+    LearningToReweight,
+    MetaReweighting,
+    MLPScorer,
+    NetWeighting,
+    PlainTrainer,
+    TableWeighting,
+    weighted_mean,
+)
 from metadial.weighting import Weighting
 from tests import tiny
 
@@ -26,7 +33,7 @@ def test_weights_lie_strictly_between_zero_and_one():
     np.testing.assert_allclose(w, jax.nn.sigmoid(logits[related["id"]]))
     net = net_weighting()
     for seed in range(5):
-        w_net = np.asarray(net.weights(net.init(jax.random.PRNGKey(seed), related), related))
+        w_net = np.asarray(net.weights(net.init(jax.random.key(seed), related), related))
         assert w_net.shape == (4,)
         assert np.all((w_net > 0) & (w_net < 1))
     assert np.all((w > 0) & (w < 1))
@@ -52,7 +59,7 @@ def test_table_rows_outside_the_batch_do_not_change(table_cls, expect_untouched)
     table = table_cls(tiny.NUM_RELATED)
     learner = MetaReweighting(tiny.loss_fn, table, optax.adam(0.1), optax.adam(0.5))
     target, related, outer = tiny.make_batches()
-    state = learner.init(tiny.make_params(jax.random.PRNGKey(0)), table.init(None, related))
+    state = learner.init(tiny.make_params(jax.random.key(0)), table.init(None, related))
     step = jax.jit(learner.step)
     other = dict(related, id=jnp.array([0, 2, 2, 5], jnp.int32))  # a batch with a repeated id
     state, _ = step(state, target, other, outer)
@@ -91,10 +98,11 @@ def test_step_traces_once_over_many_calls():
         traces.append(1)
         return tiny.loss_fn(params, batch)
 
-    learner = MetaReweighting(counting_loss, net_weighting(), optax.adam(0.1, eps_root=1e-8), optax.adam(0.01),
-                              inner_steps=2)
+    learner = MetaReweighting(
+        counting_loss, net_weighting(), optax.adam(0.1, eps_root=1e-8), optax.adam(0.01), inner_steps=2
+    )
     target, related, outer = tiny.make_batches()
-    state = learner.init(tiny.make_params(jax.random.PRNGKey(0)), learner.weighting.init(jax.random.PRNGKey(1), related))
+    state = learner.init(tiny.make_params(jax.random.key(0)), learner.weighting.init(jax.random.key(1), related))
     step = learner.jit_step()
     state, _ = step(state, target, related, outer)
     after_first = len(traces)
@@ -107,7 +115,7 @@ def test_step_traces_once_over_many_calls():
 
 def test_meta_weights_learn_to_drop_examples_that_hurt_the_target():
     """Related examples whose labels contradict the target get their table weights pushed down."""
-    key = jax.random.PRNGKey(0)
+    key = jax.random.key(0)
     x = jax.random.normal(key, (16, tiny.NUM_FEATURES))
     y = jnp.argmax(x @ jnp.eye(tiny.NUM_FEATURES, tiny.NUM_CLASSES), axis=-1)
     bad = jnp.arange(16) % 2 == 1
@@ -115,7 +123,7 @@ def test_meta_weights_learn_to_drop_examples_that_hurt_the_target():
     target = {"x": x, "y": y}
     table = TableWeighting(16)
     learner = MetaReweighting(tiny.loss_fn, table, optax.sgd(0.5), optax.adam(0.1), normalize=True)
-    state = learner.init(jax.tree_util.tree_map(jnp.zeros_like, tiny.make_params(key)), table.init(None, related))
+    state = learner.init(jax.tree.map(jnp.zeros_like, tiny.make_params(key)), table.init(None, related))
     step = learner.jit_step()
     for _ in range(100):
         state, _ = step(state, target, related, target)
@@ -125,13 +133,12 @@ def test_meta_weights_learn_to_drop_examples_that_hurt_the_target():
 
 def test_plain_step_is_one_optax_update_on_the_sum_of_batch_means():
     target, related, _ = tiny.make_batches()
-    params = tiny.make_params(jax.random.PRNGKey(0))
+    params = tiny.make_params(jax.random.key(0))
     trainer = PlainTrainer(tiny.loss_fn, optax.sgd(0.3))
     new_state, metrics = trainer.jit_step()(trainer.init(params), target, related)
     total = lambda p: jnp.mean(tiny.loss_fn(p, target)) + jnp.mean(tiny.loss_fn(p, related))
-    expected = jax.tree_util.tree_map(lambda p, g: p - 0.3 * g, params, jax.grad(total)(params))
-    for a, b in zip(jax.tree_util.tree_leaves(new_state.params), jax.tree_util.tree_leaves(expected)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    expected = jax.tree.map(lambda p, g: p - 0.3 * g, params, jax.grad(total)(params))
+    tiny.assert_trees_close(new_state.params, expected)
     assert float(metrics["train_loss"]) == pytest.approx(float(total(params)), rel=1e-5)
 
 
@@ -139,7 +146,7 @@ def test_l2rw_weights_are_the_clipped_normalised_gradient_alignment():
     """With SGD, -d outer/d eps_i = lr * <grad target loss, grad l_i>: the known answer of Ren et al."""
     with jax.enable_x64(True):
         target, related, outer = tiny.make_batches()
-        params = tiny.make_params(jax.random.PRNGKey(0))
+        params = tiny.make_params(jax.random.key(0))
         l2rw = LearningToReweight(tiny.loss_fn, optax.adam(0.1), lookahead=optax.sgd(0.2))
         state = l2rw.init(params)
         w = np.asarray(l2rw.example_weights(state, target, related, outer))
@@ -151,12 +158,17 @@ def test_l2rw_weights_are_the_clipped_normalised_gradient_alignment():
         np.testing.assert_allclose(w, expected / expected.sum(), rtol=1e-8, atol=1e-12)
         assert np.all(w >= 0) and w.sum() == pytest.approx(1.0)
         # the default look-ahead (SGD) gives the same weights: its learning rate cancels
-        np.testing.assert_allclose(LearningToReweight(tiny.loss_fn, optax.adam(0.1)).example_weights(
-            state, target, related, outer), w, rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(
+            LearningToReweight(tiny.loss_fn, optax.adam(0.1)).example_weights(state, target, related, outer),
+            w,
+            rtol=1e-8,
+            atol=1e-12,
+        )
         # a clipped model optimizer does not turn the weights into NaN: the look-ahead never clips
         clipped = LearningToReweight(tiny.loss_fn, optax.chain(optax.clip_by_global_norm(0.5), optax.adam(0.1)))
-        np.testing.assert_allclose(clipped.example_weights(clipped.init(params), target, related, outer), w,
-                                   rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(
+            clipped.example_weights(clipped.init(params), target, related, outer), w, rtol=1e-8, atol=1e-12
+        )
         new_state, metrics = jax.jit(l2rw.step)(state, target, related, outer)
         assert int(new_state.step) == 1 and np.isfinite(float(metrics["train_loss"]))
 
@@ -167,10 +179,11 @@ def test_inner_steps_must_be_positive():
 
 
 def test_loss_fn_must_return_per_example_losses():
-    learner = MetaReweighting(lambda p, b: jnp.mean(tiny.loss_fn(p, b)), net_weighting(), optax.sgd(0.1),
-                              optax.sgd(0.1))
+    learner = MetaReweighting(
+        lambda p, b: jnp.mean(tiny.loss_fn(p, b)), net_weighting(), optax.sgd(0.1), optax.sgd(0.1)
+    )
     target, related, outer = tiny.make_batches()
-    state = learner.init(tiny.make_params(jax.random.PRNGKey(0)), learner.weighting.init(jax.random.PRNGKey(1), related))
+    state = learner.init(tiny.make_params(jax.random.key(0)), learner.weighting.init(jax.random.key(1), related))
     with pytest.raises(ValueError, match="per-example"):
         learner.step(state, target, related, outer)
 
@@ -178,19 +191,16 @@ def test_loss_fn_must_return_per_example_losses():
 def test_separate_target_step_is_a_related_update_then_a_target_update():
     """The authors' scheme: the real update on the weighted related loss alone, then one on the target loss."""
     target, related, outer = tiny.make_batches()
-    params = tiny.make_params(jax.random.PRNGKey(0))
+    params = tiny.make_params(jax.random.key(0))
     optimizer = optax.adam(0.1)
     joint = MetaReweighting(tiny.loss_fn, net_weighting(), optimizer, optax.sgd(0.5), target_in_update=False)
     separate = MetaReweighting(tiny.loss_fn, net_weighting(), optimizer, optax.sgd(0.5), separate_target_step=True)
-    state = joint.init(params, joint.weighting.init(jax.random.PRNGKey(1), related))
+    state = joint.init(params, joint.weighting.init(jax.random.key(1), related))
     after_related, _ = jax.jit(joint.step)(state, target, related, outer)
     new_state, _ = jax.jit(separate.step)(state, target, related, outer)
     grads = jax.grad(lambda p: jnp.mean(tiny.loss_fn(p, target)))(after_related.params)
     updates, opt_state = optimizer.update(grads, after_related.opt_state, after_related.params)
     expected = optax.apply_updates(after_related.params, updates)
-    for a, b in zip(jax.tree_util.tree_leaves((new_state.params, new_state.opt_state)),
-                    jax.tree_util.tree_leaves((expected, opt_state))):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    for a, b in zip(jax.tree_util.tree_leaves(new_state.meta_params), jax.tree_util.tree_leaves(after_related.meta_params)):
-        np.testing.assert_allclose(a, b, rtol=1e-6)
-    assert not np.allclose(jax.tree_util.tree_leaves(expected)[0], jax.tree_util.tree_leaves(after_related.params)[0])
+    tiny.assert_trees_close((new_state.params, new_state.opt_state), (expected, opt_state))
+    tiny.assert_trees_close(new_state.meta_params, after_related.meta_params, rtol=1e-6, atol=0)
+    assert tiny.trees_differ(expected, after_related.params)

@@ -17,7 +17,9 @@ import dataclasses
 import gzip
 import os
 import re
-from typing import IO, Iterator
+import zlib
+from collections.abc import Iterator
+from typing import IO
 
 PAD = "<pad>"
 SPEAKER_TOKENS = {"profile": "$p", "user": "$u", "bot": "$r", "kb": "$k"}
@@ -45,6 +47,20 @@ def open_text(path: str) -> IO[str]:
     return gzip.open(path, "rt", encoding="utf-8") if gzipped else open(path, encoding="utf-8")
 
 
+def numbered_lines(path: str) -> Iterator[tuple[int, str]]:
+    """``(line number, line without its newline)`` of a plain or gzip text file; a truncated or corrupt gzip
+    file or text that is not UTF-8 raises ``DialogFormatError`` naming the file."""
+    lineno = 0
+    try:
+        with open_text(path) as f:
+            for lineno, raw in enumerate(f, 1):
+                yield lineno, raw.rstrip("\n").rstrip("\r")
+    except (EOFError, gzip.BadGzipFile, zlib.error, UnicodeDecodeError) as e:
+        raise DialogFormatError(
+            f"{path}: unreadable after line {lineno} ({type(e).__name__}: {e}); is the file truncated or corrupt?"
+        ) from None
+
+
 def tokenize(text: str) -> list[str]:
     return text.lower().split()
 
@@ -56,15 +72,13 @@ def normalize(text: str) -> str:
 def read_candidates(path: str) -> list[str]:
     """Candidate utterances, one ``<id> <utterance>`` per line, in file order (normalised, deduplicated)."""
     seen: dict[str, None] = {}
-    with open_text(path) as f:
-        for lineno, raw in enumerate(f, 1):
-            line = raw.rstrip("\n")
-            if not line.strip():
-                continue
-            m = _LINE.match(line)
-            if not m or not m.group(2).strip():
-                raise DialogFormatError(f"{path}:{lineno}: expected '<id> <utterance>', got {line!r}")
-            seen.setdefault(normalize(m.group(2)), None)
+    for lineno, line in numbered_lines(path):
+        if not line.strip():
+            continue
+        m = _LINE.match(line)
+        if not m or not m.group(2).strip():
+            raise DialogFormatError(f"{path}:{lineno}: expected '<id> <utterance>', got {line!r}")
+        seen.setdefault(normalize(m.group(2)), None)
     if not seen:
         raise DialogFormatError(f"{path}: no candidates")
     return list(seen)
@@ -90,14 +104,12 @@ class Dialog:
 
 def _dialog_blocks(path: str) -> Iterator[list[tuple[int, str]]]:
     block: list[tuple[int, str]] = []
-    with open_text(path) as f:
-        for lineno, raw in enumerate(f, 1):
-            line = raw.rstrip("\n").rstrip("\r")
-            if line.strip():
-                block.append((lineno, line))
-            elif block:
-                yield block
-                block = []
+    for lineno, line in numbered_lines(path):
+        if line.strip():
+            block.append((lineno, line))
+        elif block:
+            yield block
+            block = []
     if block:
         yield block
 
@@ -116,24 +128,28 @@ def read_dialogs(path: str, has_profile: bool) -> list[Dialog]:
             if int(m.group(1)) != expected_id:
                 raise DialogFormatError(
                     f"{path}:{lineno}: expected line id {expected_id} (ids restart at 1 after a blank line), "
-                    f"got {m.group(1)}")
+                    f"got {m.group(1)}"
+                )
             text = m.group(2)
             if expected_id == 1 and has_profile:
                 if "\t" in text or len(text.split()) < 2:
                     raise DialogFormatError(
-                        f"{path}:{lineno}: expected a user profile line '1 <gender> <age> ...', got {line!r}")
+                        f"{path}:{lineno}: expected a user profile line '1 <gender> <age> ...', got {line!r}"
+                    )
                 profile = normalize(text)
                 sentences.append(("profile", profile))
             elif "\t" in text:
                 user, bot = text.split("\t", 1)
                 if not user.strip() or not bot.strip():
                     raise DialogFormatError(
-                        f"{path}:{lineno}: expected '<id> user utterance<TAB>bot utterance', got {line!r}")
+                        f"{path}:{lineno}: expected '<id> user utterance<TAB>bot utterance', got {line!r}"
+                    )
                 turns.append(Turn(normalize(user), normalize(bot), len(sentences), lineno))
                 sentences += [("user", normalize(user)), ("bot", normalize(bot))]
             elif expected_id == 1:
                 raise DialogFormatError(
-                    f"{path}:{lineno}: expected a turn '1 user<TAB>bot' to open the dialog, got {line!r}")
+                    f"{path}:{lineno}: expected a turn '1 user<TAB>bot' to open the dialog, got {line!r}"
+                )
             else:
                 sentences.append(("kb", normalize(text)))
         if not turns:
@@ -153,7 +169,8 @@ def answer_indices(dialogs: list[Dialog], candidates: list[str], path: str, cand
         for t in d.turns:
             if t.bot not in index:
                 raise DialogFormatError(
-                    f"{path}:{t.line}: bot utterance {t.bot!r} is not in the candidate set {candidates_path}")
+                    f"{path}:{t.line}: bot utterance {t.bot!r} is not in the candidate set {candidates_path}"
+                )
             row.append(index[t.bot])
         out.append(row)
     return out
@@ -170,8 +187,13 @@ _KINDS = [
     ("ask_slot", re.compile(r"cuisine|food|price|where should it be|located|how many|party|guests")),
     ("acknowledge", re.compile(r"i'm on|on your request|options|processing|finalise|start the request")),
     ("book", re.compile(r"reservation|done$")),
-    ("closing", re.compile(r"welcome|happy to help|no problem|pleasure|grateful|help you|assist you|"
-                           r"something else|anything else")),
+    (
+        "closing",
+        re.compile(
+            r"welcome|happy to help|no problem|pleasure|grateful|help you|assist you|"
+            r"something else|anything else"
+        ),
+    ),
 ]
 
 

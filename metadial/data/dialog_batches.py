@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from metadial.data.dialog_tasks import EncodedSplit
-from metadial.models.memn2n import flat_candidates
 
-Pool = dict[str, jax.Array]
+Pool = dict[str, Any]  # arrays, and the flat candidate set (a dict of arrays)
+
+
+def flat_candidates(matrix: np.ndarray) -> dict[str, np.ndarray]:
+    """A (C, L) padded candidate token matrix as its non-padding tokens: ``tokens`` and the ``segment``
+    (candidate index) of each, plus ``length`` (C,) whose shape carries the number of candidates."""
+    rows, cols = np.nonzero(matrix)
+    return {
+        "tokens": matrix[rows, cols].astype(np.int32),
+        "segment": rows.astype(np.int32),
+        "length": (matrix > 0).sum(axis=1).astype(np.int32),
+    }
 
 
 def device_pool(split: EncodedSplit, task: int, candidates: np.ndarray) -> Pool:

@@ -15,8 +15,17 @@ import os
 import jax
 import numpy as np
 
-from metadial.data.babi_dialog import (PAD, SPEAKER_TOKENS, Dialog, answer_indices, bot_turn_kind, read_candidates,
-                                       read_dialogs, resolve, tokenize)
+from metadial.data.babi_dialog import (
+    PAD,
+    SPEAKER_TOKENS,
+    Dialog,
+    answer_indices,
+    bot_turn_kind,
+    read_candidates,
+    read_dialogs,
+    resolve,
+    tokenize,
+)
 
 PACKAGED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "files")
 TARGET_SPLITS = ("trn", "dev", "tst", "tst-OOV")
@@ -27,8 +36,10 @@ def data_paths(data_dir: str = "") -> dict[str, str]:
     root = data_dir or PACKAGED_DATA
     personal = os.path.join(root, "personalized-dialog")
     babi = os.path.join(root, "dialog-bAbI-tasks")
-    paths = {f"target_{s}": os.path.join(personal, "small", f"personalized-dialog-task5-full-dialogs-{s}.txt")
-             for s in TARGET_SPLITS}
+    paths = {
+        f"target_{s}": os.path.join(personal, "small", f"personalized-dialog-task5-full-dialogs-{s}.txt")
+        for s in TARGET_SPLITS
+    }
     paths["target_candidates"] = os.path.join(personal, "personalized-dialog-candidates.txt")
     paths["related_trn"] = os.path.join(babi, "dialog-babi-task5-full-dialogs-trn.txt")
     paths["related_candidates"] = os.path.join(babi, "dialog-babi-candidates.txt")
@@ -110,11 +121,19 @@ def load_corpus(data_dir: str = "", max_dialogs: int | None = None) -> Corpus:
             words.update(toks)
             lengths.append(len(toks))
     specials = list(SPEAKER_TOKENS.values()) + [f"#{i}" for i in range(1, max_sentences + 1)]
-    vocab = Vocabulary([PAD] + specials + sorted(words - set(specials) - {PAD}))
+    vocab = Vocabulary([PAD, *specials, *sorted(words - set(specials) - {PAD})])
     sentence_len = max(lengths)
     encode_cands = lambda cs: np.stack([vocab.encode(tokenize(c), sentence_len) for c in cs])
-    return Corpus(dialogs, answers, vocab, sentence_len, max_sentences, encode_cands(cands["target"]),
-                  encode_cands(cands["related"]), cands)
+    return Corpus(
+        dialogs,
+        answers,
+        vocab,
+        sentence_len,
+        max_sentences,
+        encode_cands(cands["target"]),
+        encode_cands(cands["related"]),
+        cands,
+    )
 
 
 def encode(corpus: Corpus, name: str, dialog_indices: np.ndarray | None = None) -> EncodedSplit:
@@ -128,7 +147,7 @@ def encode(corpus: Corpus, name: str, dialog_indices: np.ndarray | None = None) 
     cols: dict[str, list] = {k: [] for k in ("dialog", "memory_len", "query", "answer", "turn", "dialog_id", "bot")}
     for row, (i, d) in enumerate(zip(dialog_indices, chosen)):
         for pos, (speaker, text) in enumerate(d.sentences):
-            store[row, pos] = vocab.encode(tokenize(text) + [SPEAKER_TOKENS[speaker], f"#{pos + 1}"], length)
+            store[row, pos] = vocab.encode([*tokenize(text), SPEAKER_TOKENS[speaker], f"#{pos + 1}"], length)
         for t, (turn, answer) in enumerate(zip(d.turns, answers[i]), 1):
             cols["dialog"].append(row)
             cols["memory_len"].append(turn.memory_len)
@@ -138,15 +157,23 @@ def encode(corpus: Corpus, name: str, dialog_indices: np.ndarray | None = None) 
             cols["dialog_id"].append(int(i))
             cols["bot"].append(turn.bot)
     arr = lambda k: np.asarray(cols[k], np.int32)
-    return EncodedSplit(store, arr("dialog"), arr("memory_len"), np.stack(cols["query"]), arr("answer"), arr("turn"),
-                        arr("dialog_id"), cols["bot"])
+    return EncodedSplit(
+        store,
+        arr("dialog"),
+        arr("memory_len"),
+        np.stack(cols["query"]),
+        arr("answer"),
+        arr("turn"),
+        arr("dialog_id"),
+        cols["bot"],
+    )
 
 
 def target_subset(num_available: int, num_dialogs: int, seed: int) -> np.ndarray:
     """The first ``num_dialogs`` of a seeded permutation: for one seed, smaller subsets are nested in larger."""
     if not 0 < num_dialogs <= num_available:
         raise ValueError(f"target_dialogs must be in [1, {num_available}], got {num_dialogs}")
-    order = np.asarray(jax.random.permutation(jax.random.PRNGKey(seed), num_available))
+    order = np.asarray(jax.random.permutation(jax.random.key(seed), num_available))
     return np.sort(order[:num_dialogs])
 
 

@@ -57,8 +57,12 @@ def make_ideal_task(
     """Draws the target, related and test sets of the ideal task (see the module docstring)."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    for name, value in [("input_dim", input_dim), ("num_target", num_target), ("num_related", num_related),
-                        ("num_test", num_test)]:
+    for name, value in [
+        ("input_dim", input_dim),
+        ("num_target", num_target),
+        ("num_related", num_related),
+        ("num_test", num_test),
+    ]:
         if value <= 0:
             raise ValueError(f"{name} must be positive, got {value}")
     if not 0.0 <= corrupt_fraction <= 1.0:
@@ -77,7 +81,7 @@ def make_ideal_task(
     x_r, y_r = draw(k_related, num_related)
     x_s, y_s = draw(k_test, num_test)
 
-    num_corrupt = int(round(corrupt_fraction * num_related))
+    num_corrupt = round(corrupt_fraction * num_related)
     corrupt = jnp.zeros(num_related, bool).at[jax.random.permutation(k_which, num_related)[:num_corrupt]].set(True)
     if corruption == "uniform":
         offset = jax.random.randint(k_wrong, (num_related,), 1, num_classes)

@@ -9,13 +9,14 @@ examples (``task == 0``) pass through an extra linear projection before scoring 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
+
+from metadial.models import apply_model
 
 TARGET_TASK, RELATED_TASK = 0, 1
 _init = nn.initializers.normal(stddev=0.1)
@@ -26,19 +27,16 @@ def bag_of_words(embed: nn.Embed, tokens: jax.Array) -> jax.Array:
     return jnp.sum(embed(tokens) * (tokens > 0)[..., None], axis=-2)
 
 
-def flat_candidates(matrix: np.ndarray) -> dict[str, np.ndarray]:
-    """A (C, L) padded candidate token matrix as its non-padding tokens: ``tokens`` and the ``segment``
-    (candidate index) of each, plus ``length`` (C,) whose shape carries the number of candidates."""
-    rows, cols = np.nonzero(matrix)
-    return {"tokens": matrix[rows, cols].astype(np.int32), "segment": rows.astype(np.int32),
-            "length": (matrix > 0).sum(axis=1).astype(np.int32)}
-
-
 def candidate_bag_of_words(embed: nn.Embed, candidates: dict[str, jax.Array]) -> jax.Array:
-    """(C, d) bag-of-words embeddings of flat candidates; a segment sum over only the real tokens is several
-    times cheaper (forward and backward) than summing a padded (C, L) matrix."""
-    return jax.ops.segment_sum(embed(candidates["tokens"]), candidates["segment"],
-                               num_segments=candidates["length"].shape[0], indices_are_sorted=True)
+    """(C, d) bag-of-words embeddings of flat candidates (``metadial.data.dialog_batches.flat_candidates``);
+    a segment sum over only the real tokens is several times cheaper (forward and backward) than summing a
+    padded (C, L) matrix."""
+    return jax.ops.segment_sum(
+        embed(candidates["tokens"]),
+        candidates["segment"],
+        num_segments=candidates["length"].shape[0],
+        indices_are_sorted=True,
+    )
 
 
 def attend(u: jax.Array, memory: jax.Array, mask: jax.Array) -> jax.Array:
@@ -55,9 +53,11 @@ class MemN2N(nn.Module):
     target_projection: bool = True
 
     @nn.compact
-    def __call__(self, memory: jax.Array, query: jax.Array, candidates: dict[str, jax.Array], task: jax.Array) -> jax.Array:
-        """Logits (B, C) of the flat ``candidates`` (see ``flat_candidates``) for memories (B, M, L), queries
-        (B, L) and task ids (B,)."""
+    def __call__(
+        self, memory: jax.Array, query: jax.Array, candidates: dict[str, jax.Array], task: jax.Array
+    ) -> jax.Array:
+        """Logits (B, C) of the flat ``candidates`` (see ``metadial.data.dialog_batches.flat_candidates``) for
+        memories (B, M, L), queries (B, L) and task ids (B,)."""
         embed_a = nn.Embed(self.vocab_size, self.embedding_size, embedding_init=_init, name="A")
         embed_w = nn.Embed(self.vocab_size, self.embedding_size, embedding_init=_init, name="W")
         hop = nn.Dense(self.embedding_size, use_bias=False, kernel_init=_init, name="H")
@@ -92,7 +92,7 @@ def response_loss_fn(model: MemN2N) -> Callable:
     """``loss_fn(params, batch) -> (B,)`` cross-entropy over the batch's own candidate set."""
 
     def loss_fn(params, batch):
-        logits = model.apply(params, batch["memory"], batch["query"], batch["candidates"], batch["task"])
+        logits = apply_model(model, params, batch["memory"], batch["query"], batch["candidates"], batch["task"])
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["answer"])
 
     return loss_fn
@@ -100,4 +100,5 @@ def response_loss_fn(model: MemN2N) -> Callable:
 
 def predict(model: MemN2N, params, batch) -> jax.Array:
     """Index of the best-scoring candidate per example."""
-    return jnp.argmax(model.apply(params, batch["memory"], batch["query"], batch["candidates"], batch["task"]), -1)
+    logits = apply_model(model, params, batch["memory"], batch["query"], batch["candidates"], batch["task"])
+    return jnp.argmax(logits, -1)

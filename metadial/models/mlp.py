@@ -1,13 +1,15 @@
-"""A small MLP classifier and its per-example cross-entropy loss."""
+"""Small MLPs: the ideal task's classifier (and its per-example loss) and the weighting network ``MLPScorer``."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+
+from metadial.models import apply_model
 
 
 class MLPClassifier(nn.Module):
@@ -27,11 +29,24 @@ def classification_loss_fn(module: nn.Module, inputs_fn: Callable) -> Callable:
     """``loss_fn(params, batch) -> (B,)`` softmax cross-entropy of ``module`` on ``inputs_fn(batch)``."""
 
     def loss_fn(params, batch):
-        logits = module.apply(params, inputs_fn(batch))
+        logits = apply_model(module, params, inputs_fn(batch))
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"])
 
     return loss_fn
 
 
 def accuracy(module: nn.Module, params, x: jax.Array, y: jax.Array) -> jax.Array:
-    return jnp.mean(jnp.argmax(module.apply(params, x), axis=-1) == y)
+    return jnp.mean(jnp.argmax(apply_model(module, params, x), axis=-1) == y)
+
+
+class MLPScorer(nn.Module):
+    """A small MLP that maps a feature vector per example to one scalar score (a weighting network)."""
+
+    hidden_sizes: Sequence[int] = (32,)
+
+    @nn.compact
+    def __call__(self, features: jax.Array) -> jax.Array:
+        h = features
+        for size in self.hidden_sizes:
+            h = nn.relu(nn.Dense(size)(h))
+        return nn.Dense(1)(h)[..., 0]

@@ -1,6 +1,6 @@
 r"""Benchmark: time of the jit-compiled meta step relative to the plain (union) step, in one run.
 
-    python -m experiments.bench --workdir=DIR [--config=configs/ideal.py] [--repeats=200]
+    python -m experiments.ideal.bench --workdir=DIR [--config=experiments/ideal/configs/default.py] [--repeats=200]
 
 Both steps use the ideal task's model, optimizer and batch sizes from the config; the meta step is
 ``meta_net`` with the config's weighting network and inner steps. Each is compiled first, then timed over
@@ -14,43 +14,35 @@ from __future__ import annotations
 
 import os
 import platform
-import time
 
 import jax
-import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments.ideal import MethodProgram, device_data
+from experiments.ideal.train import IdealData, IdealProgram
+from experiments.shared.bench import median_ms
 from metadial.data.ideal import make_ideal_task
 from metadial.io import atomic_write_json
 
 FLAGS = flags.FLAGS
 
 
-def median_ms(step, state, data, repeats: int) -> float:
-    """Median wall time (ms) of ``step`` over ``repeats`` calls, after one compiling call."""
-    key = jax.random.PRNGKey(0)
-    state, _ = step(state, key, data)
-    jax.block_until_ready(state)
-    times = []
-    for i in range(repeats):
-        t0 = time.perf_counter()
-        state, metrics = step(state, jax.random.fold_in(key, i), data)
-        jax.block_until_ready((state, metrics))
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
-
-
 def bench(config, repeats: int, inner_steps: tuple[int, ...] = (1, 2, 4)) -> dict:
-    task = make_ideal_task(jax.random.PRNGKey(0), num_classes=config.num_classes, input_dim=config.input_dim,
-                           num_target=config.num_target, num_related=config.num_related, num_test=10,
-                           corrupt_fraction=config.corrupt_fraction, corruption=config.corruption)
-    data = device_data(task)
+    task = make_ideal_task(
+        jax.random.key(0),
+        num_classes=config.num_classes,
+        input_dim=config.input_dim,
+        num_target=config.num_target,
+        num_related=config.num_related,
+        num_test=10,
+        corrupt_fraction=config.corrupt_fraction,
+        corruption=config.corruption,
+    )
+    data = IdealData.from_task(task).pools()
     result = {}
     for name, method in [("plain_step_ms", "union"), ("meta_step_ms", "meta_net")]:
-        program = MethodProgram(method, config)
-        state = program.init(jax.random.PRNGKey(1), data)
+        program = IdealProgram(method, config)
+        state = program.init(jax.random.key(1), data)
         result[name] = median_ms(program.train_step, state, data, repeats)
         logging.info("%s (%s): %.3f ms", name, method, result[name])
     result["ratio"] = result["meta_step_ms"] / result["plain_step_ms"]
@@ -59,18 +51,28 @@ def bench(config, repeats: int, inner_steps: tuple[int, ...] = (1, 2, 4)) -> dic
         for remat in (False, True):
             cfg = config.copy_and_resolve_references()
             cfg.inner_steps = k
-            program = MethodProgram("meta_net", cfg, remat=remat)
-            state = program.init(jax.random.PRNGKey(1), data)
-            compiled = program.train_step.lower(state, jax.random.PRNGKey(0), data).compile()
+            program = IdealProgram("meta_net", cfg, remat=remat)
+            state = program.init(jax.random.key(1), data)
+            compiled = program.train_step.lower(state, jax.random.key(0), data).compile()
             stats = compiled.memory_analysis()
-            entry = {"inner_steps": k, "remat": remat, "temp_bytes": int(stats.temp_size_in_bytes),
-                     "step_ms": median_ms(program.train_step, state, data, max(repeats // 4, 10))}
+            entry = {
+                "inner_steps": k,
+                "remat": remat,
+                "temp_bytes": int(stats.temp_size_in_bytes),
+                "step_ms": median_ms(program.train_step, state, data, max(repeats // 4, 10)),
+            }
             result["memory"].append(entry)
             logging.info("meta step K=%d remat=%s: %s", k, remat, entry)
     result.update(
-        device=str(jax.devices()[0].device_kind), backend=jax.default_backend(), jax_version=jax.__version__,
-        cpu_count=os.cpu_count(), machine=platform.machine(), repeats=repeats, inner_steps=config.inner_steps,
-        batch_size=config.batch_size, related_batch_size=config.related_batch_size,
+        device=str(jax.devices()[0].device_kind),
+        backend=jax.default_backend(),
+        jax_version=jax.__version__,
+        cpu_count=os.cpu_count(),
+        machine=platform.machine(),
+        repeats=repeats,
+        inner_steps=config.inner_steps,
+        batch_size=config.batch_size,
+        related_batch_size=config.related_batch_size,
     )
     return result
 
@@ -88,7 +90,11 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    config_flags.DEFINE_config_file("config", "configs/ideal.py", "Configuration (model and batch sizes).")
+    config_flags.DEFINE_config_file(
+        "config",
+        os.path.join(os.path.dirname(__file__), "configs", "default.py"),
+        "Configuration (model and batch sizes).",
+    )
     flags.DEFINE_string("workdir", None, "Output folder for bench.json.")
     flags.DEFINE_integer("repeats", 200, "Timed calls per step after compilation.")
     flags.DEFINE_list("inner_steps", ["1", "2", "4"], "Inner steps K of the memory table.")

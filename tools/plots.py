@@ -1,6 +1,6 @@
 r"""Figures of a launcher's workdir (PNG, matplotlib).
 
-    python -m experiments.plots --workdir=DIR [--out=DIR/plots]
+    python -m tools.plots --workdir=DIR [--out=DIR/plots]
 
 Makes, from whatever the workdir holds:
 * ``weight_histograms.png``: histograms of the learned related-example weights of each weighted method
@@ -19,9 +19,9 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 
@@ -55,8 +55,11 @@ def weight_histograms(weights: dict, out: str) -> str | None:
         for r in runs:
             if r["method"] != method:
                 continue
-            labels = (["correct" if c else "corrupted" for c in r["correct"]] if "correct" in r
-                      else [e["kind"] for e in examples])
+            labels = (
+                ["correct" if c else "corrupted" for c in r["correct"]]
+                if "correct" in r
+                else [e["kind"] for e in examples]
+            )
             for label, w in zip(labels, r["weights"]):
                 groups[label].append(w)
         top = max(max(v) for v in groups.values())
@@ -76,12 +79,13 @@ def weights_over_training(metrics: list[dict], out: str) -> str | None:
     if not lines:
         return None
     series: dict[tuple, dict[str, dict[int, list[float]]]] = collections.defaultdict(
-        lambda: collections.defaultdict(lambda: collections.defaultdict(list)))
+        lambda: collections.defaultdict(lambda: collections.defaultdict(list))
+    )
     for m in lines:
         panel = (m["method"],) + ((m["target_dialogs"],) if "target_dialogs" in m else ())
         for k, v in m.items():
             if k.startswith("weight_"):
-                series[panel][k[len("weight_"):]][m["step"]].append(v)
+                series[panel][k[len("weight_") :]][m["step"]].append(v)
     panels = sorted(series)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     for ax, panel in zip(axes[0], panels):
@@ -109,8 +113,14 @@ def accuracy_plot(records: list[dict], out: str) -> str | None:
                 if r["method"] == method:
                     by_size[r["target_dialogs"]].append(100 * r["test_response_accuracy"])
             sizes = sorted(by_size)
-            ax.errorbar(sizes, [np.mean(by_size[s]) for s in sizes], yerr=[np.std(by_size[s]) for s in sizes],
-                        marker="o", capsize=3, label=method)
+            ax.errorbar(
+                sizes,
+                [np.mean(by_size[s]) for s in sizes],
+                yerr=[np.std(by_size[s]) for s in sizes],
+                marker="o",
+                capsize=3,
+                label=method,
+            )
         ax.set_xscale("log")
         ax.set_xlabel("target training dialogs")
         ax.set_ylabel("test per-response accuracy (%)")

@@ -1,10 +1,11 @@
 r"""Merges the outputs of launcher runs that were split over several workdirs (e.g. one per target size).
 
-    python -m experiments.merge --experiment=dialog --config=configs/dialog.py --workdirs=A,B --out=DIR
+    python -m tools.merge --experiment=dialog --workdirs=A,B --out=DIR [--config=CONFIG]
 
 Concatenates ``results.json``, ``metrics.jsonl`` and, for the dialog experiment, the runs of
 ``related_weights.json``, and writes them with a ``summary.md`` made by the launcher's own table code to
-``--out``. The config supplies the table's header (steps, batch size).
+``--out``. The config (default: the experiment's default config) supplies the table's header (steps, batch
+size).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 import os
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from experiments import dialog, ideal
-from experiments.common import as_list, write_outputs
+from experiments.dialog import train as dialog
+from experiments.ideal import train as ideal
+from experiments.shared.cli import load_config_file
+from experiments.shared.config import as_list
+from experiments.shared.store import write_outputs
 from metadial.data.babi_dialog import bot_turn_kind
 from metadial.io import atomic_write_json, atomic_write_text, read_json
 
@@ -58,12 +61,13 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if FLAGS.experiment not in ("ideal", "dialog"):
         raise app.UsageError(f"--experiment must be ideal or dialog, got {FLAGS.experiment!r}")
-    merge(FLAGS.experiment, FLAGS.config, as_list(FLAGS.workdirs), FLAGS.out)
+    default = os.path.join("experiments", FLAGS.experiment, "configs", "default.py")
+    merge(FLAGS.experiment, load_config_file(FLAGS.config or default), as_list(FLAGS.workdirs), FLAGS.out)
 
 
 if __name__ == "__main__":
     flags.DEFINE_string("experiment", "dialog", "ideal or dialog.")
-    config_flags.DEFINE_config_file("config", "configs/dialog.py", "The config the runs used (for the header).")
+    flags.DEFINE_string("config", "", "The config file the runs used (for the header); default: the experiment's.")
     flags.DEFINE_string("workdirs", None, "Comma-separated launcher workdirs.", required=True)
     flags.DEFINE_string("out", None, "Output folder.", required=True)
     app.run(main)

@@ -1,10 +1,15 @@
-"""Default configuration of the ideal noisy-label experiment (``python -m experiments.ideal``)."""
+r"""Default configuration of the ideal noisy-label experiment.
+
+python -m experiments.ideal --config=experiments/ideal/configs/default.py --workdir=runs/ideal
+"""
 
 import ml_collections
 
+from experiments.shared.config import base_config
+
 
 def get_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
+    c = base_config()
     # task
     c.num_classes = 10
     c.input_dim = 20
@@ -17,26 +22,19 @@ def get_config() -> ml_collections.ConfigDict:
     # runs
     c.methods = ("target_only", "union", "pretrain_finetune", "oracle", "l2rw", "meta_table", "meta_net")
     c.num_seeds = 5
-    c.seed = 0  # seeds are seed, seed + 1, ..., seed + num_seeds - 1
     c.train_steps = 4000
     c.log_every = 500
-    c.checkpoint_every = 1000  # checkpoints under DIR/checkpoints/<method>-seed<k>; a rerun resumes
-    c.keep_checkpoints = 2
-    c.tensorboard = True  # event files under DIR/tensorboard/ (metrics also in DIR/metrics.jsonl)
+    c.checkpoint_every = 1000
     # model and its optimizer
     c.hidden_sizes = (64,)
     c.batch_size = 32  # target (and outer) batch
     c.related_batch_size = 128
     c.learning_rate = 1e-3
-    c.eps_root = 1e-8  # Adam's eps inside the sqrt: keeps second-order meta-gradients finite
-    c.grad_clip = 0.0  # global-norm clipping of model updates; 0 disables
+    c.grad_clip = 0.0
     # weighting
     c.meta_learning_rate = 1e-2
     c.table_meta_learning_rate = 0.1
     c.weight_net_hidden = (32,)
     # any of x, flag, label; with x and label too the net also scores correct examples unevenly (see README)
     c.weight_net_inputs = ("flag",)
-    c.normalize_weights = True  # w / sum(w) over the related batch
-    c.inner_steps = 1
-    c.target_in_inner = True  # the simulated step also sees the target batch
     return c

@@ -1,6 +1,6 @@
 r"""Benchmark of the dialog experiment: step time of every method and the cost of one run and of the sweep.
 
-    python -m experiments.bench_dialog --workdir=DIR [--config=configs/dialog.py] [--repeats=30]
+    python -m experiments.dialog.bench --workdir=DIR [--config=experiments/dialog/configs/default.py] [--repeats=30]
 
 For each method of the config, compiles its training step and times ``--repeats`` calls (median); times one
 dev evaluation (the full dev set). From these it estimates one run (``train_steps`` steps plus one dev
@@ -20,9 +20,11 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments.bench import median_ms
-from experiments.common import as_list
-from experiments.dialog import DialogProgram, load_data, target_train_pool, validate_config
+from experiments.dialog.data import load_data
+from experiments.dialog.program import DialogProgram
+from experiments.dialog.train import DEFAULT_CONFIG, validate_config
+from experiments.shared.bench import median_ms
+from experiments.shared.config import as_list
 from metadial.io import atomic_write_json
 
 FLAGS = flags.FLAGS
@@ -30,24 +32,31 @@ FLAGS = flags.FLAGS
 
 def bench(config, repeats: int) -> dict:
     methods, sizes = validate_config(config)
-    corpus, data = load_data(config)
-    pools = {"target": target_train_pool(corpus, min(sizes), 0), "related": data["related_pool"]}
+    data = load_data(config)
+    pools = data.train_pools(data.target_train(min(sizes), 0))
     evals_per_run = -(-config.train_steps // config.eval_every)
-    result = {"device": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(), "jax": jax.__version__,
-              "python": platform.python_version(), "train_steps": config.train_steps, "methods": {}}
+    result = {
+        "device": jax.devices()[0].device_kind,
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+        "train_steps": config.train_steps,
+        "methods": {},
+    }
     eval_seconds = None
     for method in methods:
-        program = DialogProgram(method, config, corpus)
-        state = program.init(jax.random.PRNGKey(0), pools)
+        program = DialogProgram(method, config, data)
+        state = program.init(jax.random.key(0), pools)
         step_ms = median_ms(lambda s, k, p: program.train_step(s, k, p), state, pools, repeats)
-        if method == "pretrain_finetune":  # the related phase, then the target phase
-            finetune_ms = median_ms(lambda s, k, p: program.train_step(s, k, p, phase="finetune"), state, pools,
-                                    repeats)
+        if program.method.finetune_batches:  # two phases: the related one, then the target one
+            finetune_ms = median_ms(
+                lambda s, k, p: program.train_step(s, k, p, phase="finetune"), state, pools, repeats
+            )
             step_ms = config.pretrain_fraction * step_ms + (1 - config.pretrain_fraction) * finetune_ms
         if eval_seconds is None:
-            program.evaluate(state.params, data["dev_pool"], data["dev"])  # compiles
+            program.evaluate(state.params, data.dev)  # compiles
             t0 = time.perf_counter()
-            program.evaluate(state.params, data["dev_pool"], data["dev"])
+            program.evaluate(state.params, data.dev)
             eval_seconds = time.perf_counter() - t0
             result["dev_eval_seconds"] = eval_seconds
         # test and OOV are about as large as dev: count them as two more evaluations
@@ -71,12 +80,14 @@ def main(argv):
     print(f"{'method':<18} {'ms/step':>8} {'x target_only':>14} {'s/run':>7}")
     for name, m in result["methods"].items():
         print(f"{name:<18} {m['step_ms']:8.1f} {m['ratio_to_target_only']:14.2f} {m['run_seconds']:7.0f}")
-    print(f"dev evaluation: {result['dev_eval_seconds']:.1f} s; whole sweep ({len(as_list(FLAGS.config.target_dialogs))} "
-          f"sizes x {FLAGS.config.num_seeds} seeds), one run at a time: {result['sweep_hours']:.1f} h")
+    print(
+        f"dev evaluation: {result['dev_eval_seconds']:.1f} s; whole sweep ({len(as_list(FLAGS.config.target_dialogs))} "
+        f"sizes x {FLAGS.config.num_seeds} seeds), one run at a time: {result['sweep_hours']:.1f} h"
+    )
 
 
 if __name__ == "__main__":
-    config_flags.DEFINE_config_file("config", "configs/dialog.py", "The dialog configuration.")
+    config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "The dialog configuration.")
     flags.DEFINE_string("workdir", None, "Output folder for dialog_bench.json.", required=True)
     flags.DEFINE_integer("repeats", 30, "Timed calls per step (median).")
     app.run(main)

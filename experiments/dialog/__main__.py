@@ -1,0 +1,11 @@
+r"""The dialog launcher:
+
+    python -m experiments.dialog [--config=experiments/dialog/configs/default.py] [--config.FIELD=VALUE ...] \
+        --workdir=DIR
+"""
+
+from experiments.dialog.train import DEFAULT_CONFIG, run
+from experiments.shared.cli import run_launcher
+
+if __name__ == "__main__":
+    run_launcher(run, DEFAULT_CONFIG, "results.json, summary.md, related_weights.json, metrics, checkpoints")

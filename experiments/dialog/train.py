@@ -1,0 +1,237 @@
+r"""Personalized restaurant reservation from little data plus the related bAbI dialog task 5.
+
+    python -m experiments.dialog [--config=experiments/dialog/configs/default.py] [--config.FIELD=VALUE ...] \
+        --workdir=DIR
+
+Target: personalized bAbI dialog task 5 (small set; training subsets of ``target_dialogs`` dialogs). Related:
+the original bAbI dialog task 5 training set. Model: MemN2N. Writes ``DIR/results.json`` (one record per
+(method, target_dialogs, seed)), ``DIR/summary.md`` and, for weighted methods, ``DIR/related_weights.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from experiments.dialog.data import DialogData, load_data
+from experiments.dialog.program import METHODS, DialogProgram, accuracies
+from experiments.shared.cli import report
+from experiments.shared.config import ConfigError, as_list, check_positive, check_shared, seeds
+from experiments.shared.store import RunStore
+from experiments.shared.tables import summary_table
+from metadial.loop import train_loop
+from metadial.parallel import replicate
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> tuple[list[str], list[int]]:
+    """Checks the config before any data is read or model trained; returns (methods, target sizes)."""
+    methods = check_shared(config, list(METHODS))
+    try:
+        sizes = [int(s) for s in as_list(config.target_dialogs)]
+    except ValueError:
+        sizes = []
+    if not sizes or any(s <= 0 for s in sizes):
+        raise ConfigError(f"config.target_dialogs must be positive dialog counts, got {config.target_dialogs}")
+    check_positive(
+        config, ["eval_every", "eval_batch_size", "hops", "embedding_size", "memory_size", "gate_embedding_size"]
+    )
+    if config.max_dialogs < 0:
+        raise ConfigError(f"config.max_dialogs must be >= 0 (0 = all), got {config.max_dialogs}")
+    return methods, sizes
+
+
+def mean_by_kind(values, kinds) -> dict[str, float]:
+    """Mean of ``values`` over the examples of each kind of bot turn (greeting, api_call, ...), sorted by kind."""
+    kinds_arr = np.asarray(kinds)
+    return {k: float(np.asarray(values)[kinds_arr == k].mean()) for k in sorted(set(kinds_arr.tolist()))}
+
+
+def run_name(method: str, size: int, seed: int) -> str:
+    """The name of one run: its checkpoint folder, metrics tag and log prefix."""
+    return f"{method}-{size}-seed{seed}"
+
+
+def run_one(
+    program: DialogProgram, data: DialogData, seed: int, size: int, store: RunStore
+) -> tuple[dict, np.ndarray | None]:
+    """Trains one (method, size, seed) with dev model selection (resuming from its checkpoint if any);
+    returns its record and the related examples' weights. ``data`` is on the program's mesh."""
+    c = program.config
+    pools = data.train_pools(replicate(data.target_train(size, seed), program.mesh))
+    k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
+    name = run_name(program.name, size, seed)
+    start = time.time()
+    result = train_loop(
+        lambda state, key, step: program.train_step(state, key, pools, phase=program.phase(step)),
+        replicate(program.init(k_init, pools), program.mesh),
+        k_train,
+        num_steps=c.train_steps,
+        name=name,
+        log_every=c.log_every,
+        evaluate=lambda state: program.evaluate(state.params, data.dev)[0],
+        eval_every=c.eval_every,
+        eval_name="dev_accuracy",
+        evals_after=len(data.test) / len(data.dev) + len(data.oov) / len(data.dev),
+        checkpointer=store.checkpointer(name),
+        checkpoint_every=c.checkpoint_every,
+        metrics_log=store.metrics_log(
+            name, {"method": program.name, "target_dialogs": size, "seed": seed}, c.tensorboard
+        ),
+        log_metrics=(lambda state: program.kind_means(state, pools, data)) if program.method.meta else None,
+    )
+    best_state = result.best_state
+    logging.info("%s: test and OOV evaluation of the step-%d parameters (best dev)", name, result.best_step)
+    test_correct = program.correct(best_state.params, data.test)
+    test = accuracies(test_correct, data.test)
+    oov = program.evaluate(best_state.params, data.oov)
+    record = {
+        "method": program.name,
+        "seed": seed,
+        "target_dialogs": size,
+        "test_response_accuracy": test[0],
+        "test_dialog_accuracy": test[1],
+        "oov_response_accuracy": oov[0],
+        "oov_dialog_accuracy": oov[1],
+        "dev_response_accuracy": result.best_score,
+        "train_steps": c.train_steps,
+        "best_step": result.best_step,
+        "resumed_from_step": result.resumed_from,
+        "test_accuracy_by_kind": mean_by_kind(test_correct, data.test.kinds),
+    }
+    weights = program.related_weights(best_state, k_eval, pools, data.num_related)
+    record["wall_seconds"] = round(time.time() - start, 1)
+    return record, weights
+
+
+SUMMARY_COLUMNS = [
+    ("test_response_accuracy", "test per-response (%)", 100.0, 1),
+    ("test_dialog_accuracy", "test per-dialog (%)", 100.0, 1),
+    ("oov_response_accuracy", "OOV per-response (%)", 100.0, 1),
+    ("oov_dialog_accuracy", "OOV per-dialog (%)", 100.0, 1),
+    ("dev_response_accuracy", "dev per-response (%)", 100.0, 1),
+    ("wall_seconds", "seconds per run", 1.0, 0),
+]
+
+
+def kind_table(weight_runs: list[dict], kinds: list[str]) -> str:
+    """Mean weight of each kind of related bot turn, mean ± std over seeds, per (method, target_dialogs)."""
+    kind_names = sorted(set(kinds))
+    rows = [
+        dict(method=run["method"], target_dialogs=run["target_dialogs"], **mean_by_kind(run["weights"], kinds))
+        for run in weight_runs
+    ]
+    return summary_table(rows, ["method", "target_dialogs"], [(k, k, 1.0, 2) for k in kind_names])
+
+
+def kind_accuracy_table(records: list[dict], group_keys: list[str]) -> str:
+    """Per-kind test accuracy (%), mean ± std per group, over the records that have it ("" if none does)."""
+    rows = [
+        dict(r, **{f"kind_{k}": v for k, v in r["test_accuracy_by_kind"].items()})
+        for r in records
+        if "test_accuracy_by_kind" in r
+    ]
+    if not rows:
+        return ""
+    names = sorted({k for r in records for k in r.get("test_accuracy_by_kind", {})})
+    return summary_table(rows, group_keys, [(f"kind_{k}", k, 100.0, 1) for k in names])
+
+
+def summarize(records: list[dict], weight_runs: list[dict], kinds: list[str], config: ml_collections.ConfigDict) -> str:
+    text = (
+        f"Personalized bAbI dialog task 5 (regenerated, small set) with bAbI dialog task 5 as related data; "
+        f"{config.train_steps} steps of batch {config.batch_size}, model selected on dev every "
+        f"{config.eval_every} steps; mean ± std over seeds.\n\n"
+    )
+    text += summary_table(records, ["method", "target_dialogs"], SUMMARY_COLUMNS)
+    if weight_runs:
+        text += (
+            "\nMean learned weight of the related examples by kind of bot turn (l2rw: recomputed at the "
+            "selected parameters, scaled so that a batch averages 1):\n\n"
+        )
+        text += kind_table(weight_runs, kinds)
+    by_kind = kind_accuracy_table(records, ["method", "target_dialogs"])
+    if by_kind:
+        text += (
+            "\nTest per-response accuracy (%) by kind of target bot turn (the kinds of the weight table, "
+            "matched to their personalized rewordings):\n\n"
+        ) + by_kind
+    return text
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | None, data: DialogData | None = None) -> list[dict]:
+    """Runs every method × target size × seed; writes outputs after each run if ``workdir`` is set.
+
+    Re-running with the same workdir skips finished runs and resumes the unfinished one. ``data`` is
+    ``load_data(config)``, if the caller already has it."""
+    methods, sizes = validate_config(config)
+    store = RunStore(workdir, config)
+    todo = [
+        (method, size, seed)
+        for method in methods
+        for size in sizes
+        for seed in seeds(config)
+        if not store.done(method=method, target_dialogs=size, seed=seed)
+    ]
+    total = len(methods) * len(sizes) * config.num_seeds
+    logging.info(
+        "dialog: %d runs to make (%d of the config's %d already finished in %s)",
+        len(todo),
+        total - len(todo),
+        total,
+        workdir,
+    )
+    data = data or load_data(config)
+    num_train = len(data.corpus.dialogs["target_trn"])
+    for size in sizes:
+        if size > num_train:
+            raise ConfigError(f"config.target_dialogs={size} exceeds the {num_train} training dialogs available")
+    records = store.records
+    weight_runs = store.finished_weight_runs(("method", "target_dialogs", "seed"))
+    examples = data.related_examples()
+    written: dict[str, None] = {}
+    program: DialogProgram | None = None
+    placed = None
+    for i, (method, size, seed) in enumerate(todo, 1):
+        if program is None or program.name != method:
+            program = DialogProgram(method, config, data)  # built once per method, reused for its runs
+            placed = placed or data.on_mesh(program.mesh)
+        assert placed is not None
+        logging.info("run %d/%d: %s", i, len(todo), run_name(method, size, seed))
+        record, weights = run_one(program, placed, seed, size, store)
+        records.append(record)
+        logging.info(
+            "%s: test per-response accuracy %.4f, best dev %.4f at step %d (%.0fs)",
+            run_name(method, size, seed),
+            record["test_response_accuracy"],
+            record["dev_response_accuracy"],
+            record["best_step"],
+            record["wall_seconds"],
+        )
+        if weights is not None:
+            weight_runs.append(
+                {
+                    "method": method,
+                    "target_dialogs": size,
+                    "seed": seed,
+                    "weights": [round(float(w), 5) for w in weights],
+                }
+            )
+        summary = summarize(records, weight_runs, data.related_kinds, config)
+        written.update(
+            dict.fromkeys(
+                store.save(summary, {"examples": examples, "runs": weight_runs} if weights is not None else None)
+            )
+        )
+    if records:
+        summary = summarize(records, weight_runs, data.related_kinds, config)
+        if not todo:  # nothing new: rewrite the summary from results.json
+            written.update(dict.fromkeys(store.save(summary)))
+        report(list(written), summary)
+    return records

@@ -1,0 +1,107 @@
+"""The base config every experiment's config starts from, and the checks of config values.
+
+Every field that the shared code (``methods``, ``program``, ``runs``) reads is defined here, so each
+experiment's config has it; an experiment's own ``get_config()`` adds its fields and changes defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import ml_collections
+
+OUTER_BATCHES = ("fresh", "target")  # the outer loss's target batch: a second draw, or the inner step's own
+
+
+class ConfigError(ValueError):
+    """A config value (or a workdir) that cannot be used; the message names the field or file and what is
+    allowed. The launchers report it in one line, without a traceback."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The fields read by the shared launcher code, with defaults that experiments override."""
+    c = ml_collections.ConfigDict()
+    # runs
+    c.methods = ()  # names from the experiment's method table; a list or "a,b" on the command line
+    c.num_seeds = 3
+    c.seed = 0  # seeds are seed, seed + 1, ..., seed + num_seeds - 1
+    c.train_steps = 1000
+    c.log_every = 500
+    c.checkpoint_every = 500  # checkpoints under DIR/checkpoints/<run>; a rerun resumes
+    c.keep_checkpoints = 2
+    c.tensorboard = True  # event files under DIR/tensorboard/ (metrics also in DIR/metrics.jsonl)
+    c.pretrain_fraction = 0.5  # pretrain_finetune: this fraction of the steps on related, the rest on target
+    # the model's optimizer: Adam after optional global-norm clipping
+    c.batch_size = 32  # target (and outer) batch
+    c.learning_rate = 1e-3
+    c.eps_root = 1e-8  # Adam's eps inside the sqrt: keeps second-order meta-gradients finite
+    c.grad_clip = 0.0  # global-norm clipping of the model's gradients; 0 disables
+    # weighting (meta methods)
+    c.meta_learning_rate = 1e-3  # meta_net's weighting network (Adam)
+    c.table_meta_learning_rate = 0.1  # meta_table's per-example logits (Adam, per row)
+    c.normalize_weights = True  # sum(w l) / sum(w) over the related batch; False: mean(w l)
+    c.inner_steps = 1  # K simulated steps of the look-ahead
+    c.target_in_inner = True  # the simulated step also sees the target batch
+    c.fresh_inner_batches = False  # True: the K simulated steps each draw new batches (a longer horizon)
+    c.outer_batch = "fresh"  # outer loss on a second target batch ("fresh") or the inner step's ("target")
+    c.separate_target_step = False  # True: real related step, then a real target step (the authors' code)
+    return c
+
+
+def as_list(value: Any) -> list:
+    """A config list given as a sequence or as a comma-separated string (``--config.methods=a,b``)."""
+    items = [value] if isinstance(value, (str, int, float)) else list(value)
+    out = []
+    for item in items:
+        out += [v.strip() for v in item.split(",") if v.strip()] if isinstance(item, str) else [item]
+    return out
+
+
+def check_choices(name: str, value: Any, allowed: Sequence[Any]) -> list:
+    """``value`` as a non-empty list of items of ``allowed``, or a ``ConfigError`` naming the field."""
+    values = as_list(value)
+    unknown = [v for v in values if v not in allowed]
+    if unknown or not values:
+        given = ", ".join(map(str, unknown)) if unknown else "nothing"
+        raise ConfigError(f"config.{name}: {given} not allowed; allowed: {', '.join(map(str, allowed))}")
+    return values
+
+
+def check_positive(config: ml_collections.ConfigDict, names: Iterable[str]) -> None:
+    for name in names:
+        if config[name] <= 0:
+            raise ConfigError(f"config.{name} must be positive, got {config[name]}")
+
+
+def check_shared(config: ml_collections.ConfigDict, method_names: Sequence[str]) -> list[str]:
+    """Checks the base config's fields; returns the methods to run."""
+    methods = check_choices("methods", config.methods, method_names)
+    check_positive(
+        config,
+        [
+            "num_seeds",
+            "train_steps",
+            "log_every",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "batch_size",
+            "learning_rate",
+            "meta_learning_rate",
+            "table_meta_learning_rate",
+            "inner_steps",
+        ],
+    )
+    if config.seed < 0:
+        raise ConfigError(f"config.seed must be >= 0, got {config.seed}")
+    if config.grad_clip < 0:
+        raise ConfigError(f"config.grad_clip must be >= 0 (0 disables clipping), got {config.grad_clip}")
+    if not 0.0 < config.pretrain_fraction < 1.0:
+        raise ConfigError(f"config.pretrain_fraction must be in (0, 1), got {config.pretrain_fraction}")
+    if config.outer_batch not in OUTER_BATCHES:
+        raise ConfigError(f"config.outer_batch must be one of {', '.join(OUTER_BATCHES)}, got {config.outer_batch!r}")
+    return methods
+
+
+def seeds(config: ml_collections.ConfigDict) -> range:
+    return range(config.seed, config.seed + config.num_seeds)

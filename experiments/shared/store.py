@@ -1,0 +1,132 @@
+"""A launcher's workdir: finished records, per-run checkpoints, metrics, and the config they were made with.
+
+Back-compatibility with workdirs written by older versions lives here and only here (``_ADDED_FIELDS``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import ml_collections
+
+from experiments.shared.config import ConfigError
+from metadial.checkpoint import Checkpointer
+from metadial.io import atomic_write_json, atomic_write_text, read_json
+from metadial.loop import MetricsLog
+
+# Fields that choose which runs to make, or only how they are logged and checkpointed: a workdir may be
+# re-run with other values of these (e.g. more seeds or methods), the finished runs are kept.
+RUN_SELECTION_FIELDS = (
+    "methods",
+    "num_seeds",
+    "seed",
+    "target_dialogs",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "tensorboard",
+)
+
+# Config fields added after runs were made, with the value that reproduces what those runs did: a saved
+# config without the field matches a config that has it at this value.
+_ADDED_FIELDS = {
+    "separate_target_step": False,
+    "outer_batch": "fresh",
+    "fresh_inner_batches": False,
+    "pretrain_fraction": 0.5,
+}
+
+
+class RunStore:
+    """A launcher's workdir: finished records (``results.json``), per-run checkpoints, metrics and events.
+
+    Re-running the same command with the same workdir skips the finished runs and resumes the unfinished
+    one from its last checkpoint. The config is saved as ``config.json``; a workdir started with a config
+    that differs in anything but ``RUN_SELECTION_FIELDS`` is refused, so results of two configs never mix.
+    Without a workdir nothing is written.
+    """
+
+    def __init__(self, workdir: str | None, config: ml_collections.ConfigDict):
+        self.workdir, self.keep = workdir, config.keep_checkpoints
+        self.records: list[dict] = []
+        if not workdir:
+            return
+        os.makedirs(workdir, exist_ok=True)
+        config_path = os.path.join(workdir, "config.json")
+        current = config.to_json(sort_keys=True, indent=1)
+        if os.path.exists(config_path):
+            saved = read_json(config_path)
+            now = json.loads(current)
+            changed = sorted(
+                k
+                for k in (set(saved) | set(now)) - set(RUN_SELECTION_FIELDS)
+                if saved.get(k, _ADDED_FIELDS.get(k)) != now.get(k)
+            )
+            if changed:
+                raise ConfigError(
+                    f"{config_path}: the workdir holds runs of a different config (fields {changed} "
+                    f"differ); use a new --workdir (or delete this one) to start over"
+                )
+        atomic_write_text(config_path, current + "\n")
+        results_path = os.path.join(workdir, "results.json")
+        if os.path.exists(results_path):
+            self.records = read_json(results_path)
+
+    def path(self, name: str) -> str | None:
+        """``workdir/name`` (``None`` without a workdir)."""
+        return os.path.join(self.workdir, name) if self.workdir else None
+
+    def done(self, **key) -> dict | None:
+        """The finished record matching ``key`` (e.g. method and seed), if any."""
+        for r in self.records:
+            if all(r.get(k) == v for k, v in key.items()):
+                return r
+        return None
+
+    def finished_weight_runs(self, key_fields: Sequence[str]) -> list[dict]:
+        """The runs of ``related_weights.json`` whose record is final (a run killed between writing its
+        weights and its record is redone, so its weights entry is dropped)."""
+        path = self.path("related_weights.json")
+        if not path or not os.path.exists(path):
+            return []
+        saved = read_json(path)
+        if not isinstance(saved, dict) or not isinstance(saved.get("runs"), list):
+            raise ValueError(f"{path}: expected a JSON object with a 'runs' list")
+        return [r for r in saved["runs"] if self.done(**{k: r[k] for k in key_fields})]
+
+    def checkpoint_dir(self, run_name: str) -> str | None:
+        """Where the checkpoints of ``run_name`` live (``None`` without a workdir)."""
+        return os.path.join(self.workdir, "checkpoints", run_name) if self.workdir else None
+
+    def checkpointer(self, run_name: str) -> Checkpointer | None:
+        """The run's checkpointer (creates its folder); ``None`` without a workdir."""
+        directory = self.checkpoint_dir(run_name)
+        return Checkpointer(directory, keep=self.keep) if directory else None
+
+    def metrics_log(self, run_name: str, tags: dict, tensorboard: bool = True) -> MetricsLog | None:
+        if not self.workdir:
+            return None
+        tb_dir = os.path.join(self.workdir, "tensorboard", run_name) if tensorboard else None
+        return MetricsLog(os.path.join(self.workdir, "metrics.jsonl"), tb_dir, tags)
+
+    def save(self, summary: str, weights: dict | None = None) -> list[str]:
+        """Writes ``related_weights.json`` (if given) then ``results.json`` (which marks runs as done) and
+        ``summary.md``, each atomically (a crash never leaves a truncated file); returns the paths written."""
+        if not self.workdir:
+            return []
+        written = []
+        if weights is not None:
+            written.append(os.path.join(self.workdir, "related_weights.json"))
+            atomic_write_json(written[-1], weights)
+        written += [os.path.join(self.workdir, "results.json"), os.path.join(self.workdir, "summary.md")]
+        atomic_write_json(written[-2], self.records)
+        atomic_write_text(written[-1], summary)
+        return written
+
+
+def write_outputs(workdir: str, records: list[dict], summary: str) -> None:
+    """Writes ``results.json`` and ``summary.md`` atomically (tools that rebuild a workdir's outputs)."""
+    atomic_write_json(os.path.join(workdir, "results.json"), records)
+    atomic_write_text(os.path.join(workdir, "summary.md"), summary)

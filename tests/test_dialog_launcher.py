@@ -1,0 +1,148 @@
+"""The dialog launcher (experiments/dialog/train.py) on a smoke configuration, and its published tables."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.dialog import train
+from experiments.dialog.configs.default import get_config
+from experiments.dialog.program import METHODS
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = dict(max_dialogs=4, target_dialogs=(3,), train_steps=4, eval_every=2, num_seeds=1, eval_batch_size=64)
+
+
+def smoke_config(**overrides):
+    config = get_config()
+    config.update(dict(SMOKE, **overrides))
+    return config
+
+
+@pytest.fixture(scope="module")
+def smoke_workdir(tmp_path_factory) -> Path:
+    """Every method on the smoke configuration, run once by the documented command line."""
+    workdir = tmp_path_factory.mktemp("dialog_smoke")
+    args = [f"--config.{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in SMOKE.items()]
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.dialog", f"--workdir={workdir}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (workdir / "stdout.txt").write_text(out.stdout)
+    (workdir / "stderr.txt").write_text(out.stderr)
+    return workdir
+
+
+def test_launcher_writes_a_record_per_method(smoke_workdir):
+    records = json.loads((smoke_workdir / "results.json").read_text())
+    assert [r["method"] for r in records] == list(METHODS)
+    keys = {
+        "method",
+        "seed",
+        "target_dialogs",
+        "test_response_accuracy",
+        "test_dialog_accuracy",
+        "oov_response_accuracy",
+        "oov_dialog_accuracy",
+        "dev_response_accuracy",
+        "train_steps",
+        "best_step",
+        "wall_seconds",
+        "test_accuracy_by_kind",
+    }
+    for r in records:
+        assert keys <= set(r) and r["target_dialogs"] == 3 and r["train_steps"] == 4 and r["best_step"] in (2, 4)
+        for k in ("test_response_accuracy", "test_dialog_accuracy", "oov_response_accuracy", "dev_response_accuracy"):
+            assert 0.0 <= r[k] <= 1.0
+        assert r["test_accuracy_by_kind"] and all(0.0 <= v <= 1.0 for v in r["test_accuracy_by_kind"].values())
+
+
+def test_launcher_writes_the_weights_of_the_weighted_methods(smoke_workdir):
+    weights = json.loads((smoke_workdir / "related_weights.json").read_text())
+    assert [run["method"] for run in weights["runs"]] == [n for n, m in METHODS.items() if m.weights]
+    n = len(weights["examples"])
+    assert n > 0 and all(len(run["weights"]) == n for run in weights["runs"])
+    assert set(weights["examples"][0]) == {"example_id", "dialog_id", "turn", "bot", "kind"}
+
+
+def test_launcher_ends_by_saying_what_it_wrote_and_printing_the_summary(smoke_workdir):
+    summary = (smoke_workdir / "summary.md").read_text()
+    assert "| meta_net | 3 | 1 |" in summary and "api_call" in summary and "by kind of target bot turn" in summary
+    assert summary.strip() in (smoke_workdir / "stdout.txt").read_text()
+    log = (smoke_workdir / "stderr.txt").read_text()
+    assert "loading the dialog data" in log and "compiling the training step" in log
+    wrote = next(line for line in log.splitlines() if "] wrote " in line)
+    assert wrote.endswith(f" in {smoke_workdir}")
+    assert all(name in wrote for name in ("related_weights.json", "results.json", "summary.md"))
+    assert max(len(line) for line in log.splitlines()) < 300
+
+
+def test_rescore_rebuilds_the_per_kind_accuracy_from_the_checkpoints(smoke_workdir, tmp_path):
+    from tools.rescore import rescore
+
+    workdir = tmp_path / "w"
+    shutil.copytree(smoke_workdir, workdir)
+    records = json.loads((workdir / "results.json").read_text())
+    stripped = [{k: v for k, v in r.items() if k != "test_accuracy_by_kind"} for r in records]
+    (workdir / "results.json").write_text(json.dumps(stripped))
+    rescored = rescore(smoke_config(), str(workdir))
+    assert [r["test_accuracy_by_kind"] for r in rescored] == [r["test_accuracy_by_kind"] for r in records]
+    assert json.loads((workdir / "results.json").read_text()) == rescored
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (dict(methods=("target_only", "oracle")), "config.methods: oracle not allowed; allowed: target_only"),
+        (dict(target_dialogs=(100, -5)), "target_dialogs must be positive"),
+        (dict(data_dir="/nonexistent"), "config.data_dir='/nonexistent': no such file: /nonexistent/"),
+        (dict(max_dialogs=3, target_dialogs=(10,)), "exceeds the 3 training dialogs"),
+        (dict(outer_batch="dev"), "outer_batch must be one of fresh, target"),
+    ],
+)
+def test_launcher_rejects_bad_config_before_training(tmp_path, override, message):
+    with pytest.raises(ValueError, match=message):
+        train.run(smoke_config(**override), str(tmp_path / "w"))
+    assert not (tmp_path / "w" / "results.json").exists()
+
+
+def test_launcher_runs_fresh_inner_batches_and_the_inner_target_batch_as_outer(tmp_path):
+    config = smoke_config(
+        train_steps=2,
+        methods=("meta_net",),
+        inner_steps=2,
+        fresh_inner_batches=True,
+        outer_batch="target",
+        tensorboard=False,
+    )
+    records = train.run(config, str(tmp_path))
+    assert [r["method"] for r in records] == ["meta_net"]
+    assert all(0.0 <= r["test_response_accuracy"] <= 1.0 and r["train_steps"] == 2 for r in records)
+    weights = json.loads((tmp_path / "related_weights.json").read_text())
+    assert all(0.0 < w < 1.0 for run in weights["runs"] for w in run["weights"])
+
+
+def test_published_dialog_tables_match_their_results():
+    """README and results/dialog.md hold the tables derived from the committed results files."""
+    from metadial.data.babi_dialog import bot_turn_kind
+    from tools.publish import headline, published_block
+
+    records = json.loads((ROOT / "results/dialog/results.json").read_text())
+    weights = json.loads((ROOT / "results/dialog/related_weights.json").read_text())
+    kinds = [bot_turn_kind(e["bot"]) for e in weights["examples"]]
+    summary = (ROOT / "results/dialog/summary.md").read_text()
+    assert summary == train.summarize(records, weights["runs"], kinds, get_config())
+    assert published_block((ROOT / "README.md").read_text(), "dialog") == headline(summary.strip("\n"))
+    notes = (ROOT / "results/dialog.md").read_text()
+    for name in ("dialog", "dialog_variants", "dialog_budget", "dialog_horizon"):
+        folder = ROOT / "results" / name
+        assert published_block(notes, name) == (folder / "summary.md").read_text().strip("\n"), name

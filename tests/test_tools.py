@@ -1,0 +1,75 @@
+"""The maintenance tools (tools/): merge, publish, plots. (The rescore tool is tested on the dialog smoke run in
+test_dialog_launcher.py.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments.ideal.configs.default import get_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_merge_of_split_workdirs_reproduces_the_single_run_table(tmp_path):
+    from tools.merge import merge
+
+    records = json.loads((ROOT / "results/ideal/results.json").read_text())
+    for name, part in [("a", records[:10]), ("b", records[10:])]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(part))
+    merge("ideal", get_config(), [str(tmp_path / "a"), str(tmp_path / "b")], str(tmp_path / "out"))
+    assert (tmp_path / "out/summary.md").read_text() == (ROOT / "results/ideal/summary.md").read_text()
+    (tmp_path / "a/results.json").write_text("[{")
+    with pytest.raises(ValueError, match=r"a/results.json:1: not valid JSON"):
+        merge("ideal", get_config(), [str(tmp_path / "a")], str(tmp_path / "out"))
+
+
+def test_publish_replaces_only_its_block(tmp_path):
+    from tools.publish import publish, published_block
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:a:start -->\nold\n<!-- results:a:end -->\nrest\n")
+    summary = tmp_path / "summary.md"
+    summary.write_text("Header.\n\n| m | x |\n|---|---|\n| a | 1 |\n\nMore.\n\n| k | y |\n|---|---|\n")
+    publish(str(readme), str(summary), "a")
+    assert published_block(readme.read_text(), "a") == summary.read_text().strip("\n")
+    assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("rest\n")
+    publish(str(readme), str(summary), "a", first_table=True)
+    assert published_block(readme.read_text(), "a") == "Header.\n\n| m | x |\n|---|---|\n| a | 1 |"
+    with pytest.raises(ValueError, match="no '<!-- results:b:start -->'"):
+        publish(str(readme), str(summary), "b")
+
+
+def test_plots_from_a_workdir(tmp_path):
+    from tools.plots import make_plots
+
+    records = [
+        {"method": m, "seed": s, "target_dialogs": n, "test_response_accuracy": 0.5 + 0.01 * s}
+        for m in ("union", "meta_net")
+        for n in (50, 100)
+        for s in range(3)
+    ]
+    (tmp_path / "results.json").write_text(json.dumps(records))
+    examples = [{"example_id": i, "kind": k} for i, k in enumerate(["greeting", "api_call", "options"])]
+    runs = [{"method": "meta_net", "target_dialogs": 50, "seed": 0, "weights": [0.2, 0.9, 0.5]}]
+    (tmp_path / "related_weights.json").write_text(json.dumps({"examples": examples, "runs": runs}))
+    (tmp_path / "metrics.jsonl").write_text(
+        "\n".join(
+            json.dumps(
+                {"method": "meta_net", "target_dialogs": 50, "seed": 0, "step": s, "weight_greeting": 0.5 - 0.1 * s}
+            )
+            for s in (1, 2, 3)
+        )
+        + "\n"
+    )
+    made = make_plots(str(tmp_path))
+    assert sorted(p.rsplit("/", 1)[1] for p in made) == [
+        "accuracy_vs_target_dialogs.png",
+        "weight_histograms.png",
+        "weights_over_training.png",
+    ]
+    for p in made:
+        assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
