@@ -16,7 +16,7 @@ from metadial.data.babi_dialog import (
     read_candidates,
     read_dialogs,
 )
-from metadial.data.dialog_batches import device_pool, gather_batch
+from metadial.data.dialog_batches import device_pool, flat_candidates, gather_batch, text_table
 from metadial.data.dialog_tasks import encode, load_corpus, target_subset
 
 PERSONAL = (
@@ -134,18 +134,67 @@ def test_packaged_data_encodes_with_speaker_and_time_tokens(corpus):
     assert corpus.related_candidates.shape[1] == corpus.target_candidates.shape[1] == corpus.sentence_len
 
 
+def dense_rows(pool, memory) -> np.ndarray:
+    """A gathered memory back as padded (..., L) token rows: its texts' tokens, then its speaker and time tokens."""
+    t = pool["texts"]
+    texts = np.zeros((t["length"].shape[0], int(t["length"].max()) if t["length"].size else 0), np.int32)
+    pos = np.concatenate([np.arange(n) for n in np.asarray(t["length"])]).astype(int)
+    texts[np.asarray(t["segment"]), pos] = np.asarray(t["tokens"])
+    rows = []
+    for text, tags in zip(np.asarray(memory["text"]).ravel(), np.asarray(memory["tags"]).reshape(-1, 2)):
+        tokens = [*texts[text][texts[text] > 0].tolist(), *tags[tags > 0].tolist()]
+        rows.append(tokens)
+    width = max([len(r) for r in rows] + [1])
+    out = np.zeros((len(rows), width), np.int32)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out.reshape(*np.asarray(memory["text"]).shape, width)
+
+
+def test_text_table_holds_each_distinct_text_once_and_rebuilds_every_sentence(corpus):
+    split = encode(corpus, "related_trn", np.arange(5))
+    texts, text, tags = text_table(split.store)
+    assert not texts[0].any() and len({tuple(r) for r in texts}) == len(texts)  # row 0 empty, rows distinct
+    length = (split.store > 0).sum(-1)
+    for d, s in zip(*np.nonzero(length)):
+        row = split.store[d, s][: length[d, s]]
+        assert [*texts[text[d, s]][texts[text[d, s]] > 0].tolist(), *tags[d, s].tolist()] == row.tolist()
+    assert not text[length == 0].any() and not tags[length == 0].any()
+    assert len(texts) < (length > 0).sum()  # texts repeat across dialogs: the table is smaller than the store
+
+
 def test_gather_batch_keeps_the_most_recent_sentences(corpus):
     split = encode(corpus, "related_trn", np.array([1]))
     pool = device_pool(split, 1, corpus.related_candidates)
     i = int(np.argmax(split.memory_len))  # the last turn: the longest memory
     n = int(split.memory_len[i])
+    width = split.store.shape[-1]
     batch = gather_batch(pool, jnp.array([i, 0]), memory_size=4)
-    np.testing.assert_array_equal(batch["memory"][0], split.store[0, n - 4 : n])
-    assert not np.asarray(batch["memory"][1]).any()  # the first turn of a bAbI dialog has an empty memory
-    big = gather_batch(pool, jnp.array([i]), memory_size=n + 3)
-    assert not np.asarray(big["memory"][0, :3]).any()  # left padding
-    np.testing.assert_array_equal(big["memory"][0, 3:], split.store[0, :n])
+    rows = dense_rows(pool, batch["memory"])
+    np.testing.assert_array_equal(rows[0], split.store[0, n - 4 : n, : rows.shape[-1]])
+    assert not split.store[0, n - 4 : n, rows.shape[-1] :].any() and rows.shape[-1] <= width
+    assert not rows[1].any()  # the first turn of a bAbI dialog has an empty memory
+    big = dense_rows(pool, gather_batch(pool, jnp.array([i]), memory_size=n + 3)["memory"])
+    assert not big[0, :3].any()  # left padding
+    np.testing.assert_array_equal(big[0, 3:], split.store[0, :n, : big.shape[-1]])
     assert int(batch["answer"][0]) == int(split.answer[i]) and batch["task"].tolist() == [1, 1]
+
+
+def test_flat_candidates_rebuild_every_candidate_from_its_template_and_rare_tokens():
+    rng = np.random.default_rng(0)
+    matrix = np.where(rng.random((300, 6)) < 0.7, rng.integers(1, 40, (300, 6)), 0)
+    matrix[:, 0] = 1  # a token every candidate has
+    matrix[7] = 0  # an empty candidate
+    flat = flat_candidates(matrix, min_count=20)
+    templates = [[] for _ in flat["template_length"]]
+    for t, seg in zip(flat["template_tokens"], flat["template_segment"]):
+        templates[seg].append(int(t))
+    rare = [[] for _ in matrix]
+    for t, seg in zip(flat["tokens"], flat["segment"]):
+        rare[seg].append(int(t))
+    for c, row in enumerate(matrix):
+        assert sorted(templates[flat["template"][c]] + rare[c]) == sorted(row[row > 0].tolist())
+    assert len(flat["template_length"]) < len(matrix) and len(flat["tokens"]) < (matrix > 0).sum()
 
 
 def test_every_bot_template_of_both_tasks_has_a_kind(corpus):

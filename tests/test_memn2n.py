@@ -1,4 +1,6 @@
-"""The memory network, its candidate embedding and the memory gate (metadial/models/memn2n.py)."""
+"""The memory network and the memory gate (metadial/models/memn2n.py): the fast model (text table, candidate
+templates, pool embeddings computed once) against the straightforward dense one (tests/memn2n_reference.py) on
+real batches, forward and gradient, and their invariants."""
 
 from __future__ import annotations
 
@@ -6,69 +8,114 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from metadial.data.dialog_batches import flat_candidates
-from metadial.models.memn2n import MemN2N, MemoryGate, candidate_bag_of_words
+from metadial.data.dialog_batches import device_pool, flat_candidates, gather_batch
+from metadial.data.dialog_tasks import encode, load_corpus
+from metadial.models.memn2n import (
+    TARGET_TASK,
+    MemN2N,
+    MemoryGate,
+    candidate_bag_of_words,
+    pool_embeddings,
+    predict,
+    response_loss_fn,
+)
+from tests import tiny
+from tests.memn2n_reference import DenseMemN2N, DenseMemoryGate, dense_memory
 
-VOCAB = 12
 
-
-def random_tokens(key, shape, density=0.6):
-    k1, k2 = jax.random.split(key)
-    tokens = jax.random.randint(k1, shape, 1, VOCAB)
-    return jnp.where(jax.random.uniform(k2, shape) < density, tokens, 0)
-
-
-def test_flat_candidate_embedding_equals_padded_sum():
-    cands = np.array(random_tokens(jax.random.key(0), (7, 5)))
+def test_candidate_embedding_equals_the_padded_sum():
+    rng = np.random.default_rng(0)
+    cands = np.where(rng.random((60, 5)) < 0.6, rng.integers(1, 12, (60, 5)), 0)
     cands[3] = 0  # an empty candidate
-    embed = nn.Embed(VOCAB, 4)
+    embed = nn.Embed(12, 4)
     params = embed.init(jax.random.key(1), jnp.zeros((1,), jnp.int32))
-    flat = {k: jnp.asarray(v) for k, v in flat_candidates(cands).items()}
+    flat = {k: jnp.asarray(v) for k, v in flat_candidates(cands, min_count=10).items()}
     got = embed.apply(params, flat, method=lambda m, c: candidate_bag_of_words(m, c))
-    table = params["params"]["embedding"]
-    expected = np.stack([table[row[row > 0]].sum(0) for row in cands])
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    table = np.asarray(params["params"]["embedding"])
+    np.testing.assert_allclose(got, np.stack([table[row[row > 0]].sum(0) for row in cands]), rtol=1e-5, atol=1e-6)
 
 
-def model_inputs(memory_slots=6):
-    memory = random_tokens(jax.random.key(2), (3, memory_slots, 5)).at[:, :2].set(0)  # 2 empty slots
-    memory = memory.at[2].set(0)  # example 2 has an empty memory
-    query = random_tokens(jax.random.key(3), (3, 5))
-    cands = {
-        k: jnp.asarray(v) for k, v in flat_candidates(np.asarray(random_tokens(jax.random.key(4), (9, 4)))).items()
-    }
-    return memory, query, cands
+@pytest.fixture(scope="module")
+def real_batches():
+    """Batches of real dialogs of both tasks, with their dense memories and padded candidate matrices."""
+    corpus = load_corpus(max_dialogs=12)
+    out = []
+    for name, task, cands in [
+        ("target_trn", 0, corpus.target_candidates),
+        ("related_trn", 1, corpus.related_candidates),
+    ]:
+        split = encode(corpus, name)
+        idx = jnp.asarray(np.random.default_rng(task).integers(0, len(split), 16))
+        batch = gather_batch(device_pool(split, task, cands), idx, corpus.max_sentences)
+        out.append((batch, dense_memory(split, idx, corpus.max_sentences), jnp.asarray(cands)))
+    return len(corpus.vocab), out
 
 
-def test_memn2n_ignores_padding_slots_and_handles_empty_memory():
-    model = MemN2N(VOCAB, embedding_size=8, hops=3)
-    memory, query, cands = model_inputs()
-    task = jnp.array([0, 1, 0])
-    params = model.init(jax.random.key(5), memory, query, cands, task)
-    logits = model.apply(params, memory, query, cands, task)
-    assert logits.shape == (3, 9) and np.isfinite(np.asarray(logits)).all()
-    more_padding = jnp.concatenate([jnp.zeros((3, 4, 5), memory.dtype), memory], axis=1)
-    np.testing.assert_allclose(model.apply(params, more_padding, query, cands, task), logits, rtol=1e-5, atol=1e-6)
+def test_memn2n_equals_the_dense_reference_forward_and_gradient(real_batches):
+    vocab, batches = real_batches
+    model, reference = MemN2N(vocab, 8, hops=3), DenseMemN2N(vocab, 8, hops=3)
+    batch, _, _ = batches[0]
+    params = model.init(
+        jax.random.key(0), batch["memory"], batch["texts"], batch["query"], batch["candidates"], batch["task"]
+    )
+    params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(1), p.shape), params)  # H, proj != 0, I
+    loss = response_loss_fn(model)
+
+    def reference_loss(p, batch, memory, cands):
+        logits = reference.apply(p, memory, batch["query"], cands, batch["task"])
+        return -jnp.take_along_axis(jax.nn.log_softmax(logits), batch["answer"][:, None], -1)[:, 0]
+
+    for batch, memory, cands in batches:
+        logits = model.apply(
+            params, batch["memory"], batch["texts"], batch["query"], batch["candidates"], batch["task"]
+        )
+        expected = reference.apply(params, memory, batch["query"], cands, batch["task"])
+        np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
+        grad = jax.grad(lambda p, b=batch: loss(p, b).mean())(params)
+        ref_grad = jax.grad(lambda p, b=batch, m=memory, c=cands: reference_loss(p, b, m, c).mean())(params)
+        tiny.assert_trees_close(grad, ref_grad, rtol=1e-4, atol=1e-6)
+        # the evaluation path: the pool's embeddings once, then each batch's scores
+        embeddings = pool_embeddings(model, params, batch["texts"], batch["candidates"])
+        np.testing.assert_array_equal(predict(model, params, batch, embeddings), jnp.argmax(logits, -1))
 
 
-def test_target_projection_starts_at_the_identity():
-    """Both tasks score alike until the target projection is trained."""
-    model = MemN2N(VOCAB, embedding_size=8, hops=3)
-    memory, query, cands = model_inputs()
-    params = model.init(jax.random.key(5), memory, query, cands, jnp.array([0, 1, 0]))
-    np.testing.assert_allclose(
-        model.apply(params, memory, query, cands, jnp.array([1, 1, 1])),
-        model.apply(params, memory, query, cands, jnp.array([0, 0, 0])),
-        rtol=1e-6,
+def test_memory_gate_equals_the_dense_reference(real_batches):
+    vocab, batches = real_batches
+    gate, reference = MemoryGate(vocab, 8), DenseMemoryGate(vocab, 8)
+    batch, memory, _ = batches[1]
+    params = gate.init(jax.random.key(2), batch["memory"], batch["texts"], batch["query"])
+    scores = gate.apply(params, batch["memory"], batch["texts"], batch["query"])
+    np.testing.assert_allclose(scores, reference.apply(params, memory, batch["query"]), rtol=1e-4, atol=1e-5)
+    grad = jax.grad(lambda p: gate.apply(p, batch["memory"], batch["texts"], batch["query"]).sum())(params)
+    tiny.assert_trees_close(
+        grad, jax.grad(lambda p: reference.apply(p, memory, batch["query"]).sum())(params), rtol=1e-4, atol=1e-6
     )
 
 
-def test_memory_gate_scores_every_example_and_ignores_padding_slots():
-    memory, query, _ = model_inputs()
-    gate = MemoryGate(VOCAB, 8)
-    params = gate.init(jax.random.key(6), memory, query)
-    scores = gate.apply(params, memory, query)
-    assert scores.shape == (3,) and np.isfinite(np.asarray(scores)).all()
-    more_padding = jnp.concatenate([jnp.zeros((3, 4, 5), memory.dtype), memory], axis=1)
-    np.testing.assert_allclose(gate.apply(params, more_padding, query), scores, rtol=1e-5, atol=1e-6)
+def test_memn2n_ignores_padding_slots_and_handles_an_empty_memory(real_batches):
+    vocab, batches = real_batches
+    batch, _, _ = batches[1]
+    model = MemN2N(vocab, 8, hops=3)
+    args = lambda memory: (memory, batch["texts"], batch["query"], batch["candidates"], batch["task"])
+    params = model.init(jax.random.key(5), *args(batch["memory"]))
+    logits = model.apply(params, *args(batch["memory"]))
+    assert np.isfinite(np.asarray(logits)).all()
+    pad = lambda x: jnp.concatenate([jnp.zeros((x.shape[0], 4, *x.shape[2:]), x.dtype), x], axis=1)
+    np.testing.assert_allclose(
+        model.apply(params, *args(jax.tree.map(pad, batch["memory"]))), logits, rtol=1e-5, atol=1e-6
+    )
+    empty = jax.tree.map(jnp.zeros_like, batch["memory"])
+    assert np.isfinite(np.asarray(model.apply(params, *args(empty)))).all()
+
+
+def test_target_projection_starts_at_the_identity(real_batches):
+    """Both tasks score alike until the target projection is trained."""
+    vocab, batches = real_batches
+    batch, _, _ = batches[0]
+    model = MemN2N(vocab, 8, hops=3)
+    args = lambda task: (batch["memory"], batch["texts"], batch["query"], batch["candidates"], task)
+    params = model.init(jax.random.key(5), *args(batch["task"]))
+    same = jnp.full_like(batch["task"], TARGET_TASK)
+    np.testing.assert_allclose(model.apply(params, *args(same)), model.apply(params, *args(1 - same)), rtol=1e-6)

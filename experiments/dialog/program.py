@@ -13,8 +13,8 @@ import numpy as np
 from experiments.dialog.data import DialogData, EvalSet
 from experiments.shared import methods as m
 from experiments.shared.program import Batch, Pools, Program
-from metadial.data.dialog_batches import Pool, gather_batch, sample_batch
-from metadial.models.memn2n import MemN2N, MemoryGate, predict, response_loss_fn
+from metadial.data.dialog_batches import SHARED_KEYS, Pool, gather_batch, sample_batch
+from metadial.models.memn2n import MemN2N, MemoryGate, pool_embeddings, predict, response_loss_fn
 from metadial.parallel import check_batch_size, shard_batch
 from metadial.weighting import NetWeighting, TableWeighting
 
@@ -36,23 +36,28 @@ class DialogProgram(Program):
         self.memory_size = min(config.memory_size, corpus.max_sentences)
         self.model = MemN2N(len(corpus.vocab), config.embedding_size, config.hops, config.target_projection)
         weight_net = lambda: NetWeighting(
-            MemoryGate(len(corpus.vocab), config.gate_embedding_size), lambda b: (b["memory"], b["query"])
+            MemoryGate(len(corpus.vocab), config.gate_embedding_size), lambda b: (b["memory"], b["texts"], b["query"])
         )
         super().__init__(name, METHODS[name], config, response_loss_fn(self.model), data.num_related, weight_net)
         check_batch_size(config.eval_batch_size, self.mesh, "eval_batch_size")
         self.batch_weights = jax.jit(self._batch_weights)  # built once: a jit made per call would recompile
-        self.predict = jax.jit(lambda params, pool, idx: predict(self.model, params, self.gather(pool, idx)))
+        self.pool_embeddings = jax.jit(
+            lambda params, pool: pool_embeddings(self.model, params, pool["texts"], pool["candidates"])
+        )
+        self.predict = jax.jit(
+            lambda params, pool, idx, embeddings: predict(self.model, params, self.gather(pool, idx), embeddings)
+        )
 
     def gather(self, pool: Pool, idx: jax.Array) -> Batch:
         """Examples ``idx`` of ``pool``, sharded over the mesh (the candidate set replicated)."""
-        return shard_batch(gather_batch(pool, idx, self.memory_size), self.mesh, unsharded=("candidates",))
+        return shard_batch(gather_batch(pool, idx, self.memory_size), self.mesh, unsharded=SHARED_KEYS)
 
     def batch(self, pools: Pools, pool: str, key: jax.Array) -> Batch:
         batch = sample_batch(pools[pool], key, self.config.batch_size, self.memory_size)
-        return shard_batch(batch, self.mesh, unsharded=("candidates",))
+        return shard_batch(batch, self.mesh, unsharded=SHARED_KEYS)
 
     def init_params(self, key: jax.Array, batch: Batch) -> Any:
-        return self.model.init(key, batch["memory"], batch["query"], batch["candidates"], batch["task"])
+        return self.model.init(key, batch["memory"], batch["texts"], batch["query"], batch["candidates"], batch["task"])
 
     def per_example(self, fn: Callable[[jax.Array], jax.Array], n: int) -> np.ndarray:
         """``fn(idx)`` over examples ``0 .. n - 1`` in batches of ``eval_batch_size`` (the last batch wraps around,
@@ -65,11 +70,11 @@ class DialogProgram(Program):
         return np.concatenate(out)
 
     def correct(self, params, eval_set: EvalSet) -> np.ndarray:
-        """Whether the model ranks the right candidate first, for every example of ``eval_set`` (bool (N,))."""
-        return (
-            self.per_example(lambda idx: self.predict(params, eval_set.pool, idx), len(eval_set))
-            == eval_set.split.answer
-        )
+        """Whether the model ranks the right candidate first, for every example of ``eval_set`` (bool (N,)).
+        The pool's texts and candidates are embedded once for all its batches."""
+        embeddings = self.pool_embeddings(params, eval_set.pool)
+        correct = self.per_example(lambda idx: self.predict(params, eval_set.pool, idx, embeddings), len(eval_set))
+        return correct == eval_set.split.answer
 
     def evaluate(self, params, eval_set: EvalSet) -> tuple[float, float]:
         """(per-response accuracy, per-dialog accuracy) over every example of ``eval_set``."""

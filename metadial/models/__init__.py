@@ -9,6 +9,6 @@ import flax.linen as nn
 import jax
 
 
-def apply_model(module: nn.Module, params: Any, *inputs: Any) -> jax.Array:
-    """``module.apply(params, *inputs)`` of a module whose output is one array (typed as such)."""
-    return cast(jax.Array, module.apply(params, *inputs))
+def apply_model(module: nn.Module, params: Any, *inputs: Any, method: Any = None) -> jax.Array:
+    """``module.apply(params, *inputs)`` (or of its ``method``) whose output is one array (typed as such)."""
+    return cast(jax.Array, module.apply(params, *inputs, method=method))

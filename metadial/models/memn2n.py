@@ -27,16 +27,41 @@ def bag_of_words(embed: nn.Embed, tokens: jax.Array) -> jax.Array:
     return jnp.sum(embed(tokens) * (tokens > 0)[..., None], axis=-2)
 
 
-def candidate_bag_of_words(embed: nn.Embed, candidates: dict[str, jax.Array]) -> jax.Array:
-    """(C, d) bag-of-words embeddings of flat candidates (``metadial.data.dialog_batches.flat_candidates``);
-    a segment sum over only the real tokens is several times cheaper (forward and backward) than summing a
-    padded (C, L) matrix."""
+def text_bag_of_words(embed: nn.Embed, texts: dict[str, jax.Array]) -> jax.Array:
+    """(U, d) bag-of-words embeddings of a text table in flat form (its real ``tokens``, the row ``segment`` of
+    each, ``length`` per row)."""
     return jax.ops.segment_sum(
+        embed(texts["tokens"]), texts["segment"], num_segments=texts["length"].shape[0], indices_are_sorted=True
+    )
+
+
+def candidate_bag_of_words(embed: nn.Embed, candidates: dict[str, jax.Array]) -> jax.Array:
+    """(C, d) bag-of-words embeddings of flat candidates (``metadial.data.dialog_batches.flat_candidates``):
+    each template's tokens are summed once, then each candidate adds its own rare tokens. Segment sums over the
+    real tokens only; far cheaper (forward and backward) than summing a padded (C, L) matrix."""
+    templates = jax.ops.segment_sum(
+        embed(candidates["template_tokens"]),
+        candidates["template_segment"],
+        num_segments=candidates["template_length"].shape[0],
+        indices_are_sorted=True,
+    )
+    rare = jax.ops.segment_sum(
         embed(candidates["tokens"]),
         candidates["segment"],
         num_segments=candidates["length"].shape[0],
         indices_are_sorted=True,
     )
+    return templates[candidates["template"]] + rare
+
+
+Memory = dict[str, jax.Array]  # "text": (B, M) rows of the text table, "tags": (B, M, 2) speaker and time tokens
+
+
+def memory_bag_of_words(embed: nn.Embed, text_embeddings: jax.Array, memory: Memory) -> tuple[jax.Array, jax.Array]:
+    """(B, M, d) memory sentence embeddings (text plus tags, see ``metadial.data.dialog_batches``) and the
+    (B, M) mask of the non-empty slots."""
+    m = text_embeddings[memory["text"]] + bag_of_words(embed, memory["tags"])
+    return m, (memory["text"] > 0) | jnp.any(memory["tags"] > 0, axis=-1)
 
 
 def attend(u: jax.Array, memory: jax.Array, mask: jax.Array) -> jax.Array:
@@ -47,29 +72,61 @@ def attend(u: jax.Array, memory: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 class MemN2N(nn.Module):
+    """Response selection: logits over a candidate set for each (memory, query) example.
+
+    Parameters: ``A`` (memory and query embedding), ``W`` (candidate embedding), ``H`` (between hops) and
+    ``target_projection``. ``__call__`` is the whole model; ``embed_texts``, ``embed_candidates`` and ``scores``
+    are its parts, so an evaluation can embed a pool's texts and candidates once for all its batches.
+    """
+
     vocab_size: int
     embedding_size: int = 20
     hops: int = 3
     target_projection: bool = True
 
-    @nn.compact
-    def __call__(
-        self, memory: jax.Array, query: jax.Array, candidates: dict[str, jax.Array], task: jax.Array
-    ) -> jax.Array:
-        """Logits (B, C) of the flat ``candidates`` (see ``metadial.data.dialog_batches.flat_candidates``) for
-        memories (B, M, L), queries (B, L) and task ids (B,)."""
-        embed_a = nn.Embed(self.vocab_size, self.embedding_size, embedding_init=_init, name="A")
-        embed_w = nn.Embed(self.vocab_size, self.embedding_size, embedding_init=_init, name="W")
-        hop = nn.Dense(self.embedding_size, use_bias=False, kernel_init=_init, name="H")
-        m = bag_of_words(embed_a, memory)
-        mask = jnp.any(memory > 0, axis=-1)
-        u = bag_of_words(embed_a, query)
-        for _ in range(self.hops):
-            u = hop(u) + attend(u, m, mask)
+    def setup(self):
+        self.A = nn.Embed(self.vocab_size, self.embedding_size, embedding_init=_init)
+        self.W = nn.Embed(self.vocab_size, self.embedding_size, embedding_init=_init)
+        self.H = nn.Dense(self.embedding_size, use_bias=False, kernel_init=_init)
         if self.target_projection:
-            proj = self.param("target_projection", lambda k, s: jnp.eye(s[0]), (self.embedding_size,) * 2)
-            u = jnp.where((task == TARGET_TASK)[:, None], u @ proj, u)
-        return u @ candidate_bag_of_words(embed_w, candidates).T
+            self.projection = self.param("target_projection", lambda k, s: jnp.eye(s[0]), (self.embedding_size,) * 2)
+
+    def embed_texts(self, texts: dict[str, jax.Array]) -> jax.Array:
+        """(U, d) embeddings of the text table's rows (flat form, see ``metadial.data.dialog_batches``)."""
+        return text_bag_of_words(self.A, texts)
+
+    def embed_candidates(self, candidates: dict[str, jax.Array]) -> jax.Array:
+        """(C, d) embeddings of a flat candidate set."""
+        return candidate_bag_of_words(self.W, candidates)
+
+    def scores(
+        self,
+        text_embeddings: jax.Array,
+        memory: Memory,
+        query: jax.Array,
+        candidate_embeddings: jax.Array,
+        task: jax.Array,
+    ) -> jax.Array:
+        """Logits (B, C) given the embedded text table and candidates."""
+        m, mask = memory_bag_of_words(self.A, text_embeddings, memory)
+        u = bag_of_words(self.A, query)
+        for _ in range(self.hops):
+            u = self.H(u) + attend(u, m, mask)
+        if self.target_projection:
+            u = jnp.where((task == TARGET_TASK)[:, None], u @ self.projection, u)
+        return u @ candidate_embeddings.T
+
+    def __call__(
+        self,
+        memory: Memory,
+        texts: dict[str, jax.Array],
+        query: jax.Array,
+        candidates: dict[str, jax.Array],
+        task: jax.Array,
+    ) -> jax.Array:
+        """Logits (B, C) of the flat ``candidates`` for memories (``memory`` rows of the text table ``texts`` and
+        their tags), queries (B, L) and task ids (B,)."""
+        return self.scores(self.embed_texts(texts), memory, query, self.embed_candidates(candidates), task)
 
 
 class MemoryGate(nn.Module):
@@ -80,11 +137,11 @@ class MemoryGate(nn.Module):
     embedding_size: int = 20
 
     @nn.compact
-    def __call__(self, memory: jax.Array, query: jax.Array) -> jax.Array:
+    def __call__(self, memory: Memory, texts: dict[str, jax.Array], query: jax.Array) -> jax.Array:
         embed = nn.Embed(self.vocab_size, self.embedding_size, embedding_init=_init)
-        m = bag_of_words(embed, memory)
+        m, mask = memory_bag_of_words(embed, text_bag_of_words(embed, texts), memory)
         u = bag_of_words(embed, query)
-        h = nn.Dense(self.embedding_size, use_bias=False, kernel_init=_init)(u) + attend(u, m, jnp.any(memory > 0, -1))
+        h = nn.Dense(self.embedding_size, use_bias=False, kernel_init=_init)(u) + attend(u, m, mask)
         return nn.Dense(1)(h)[..., 0]
 
 
@@ -92,13 +149,27 @@ def response_loss_fn(model: MemN2N) -> Callable:
     """``loss_fn(params, batch) -> (B,)`` cross-entropy over the batch's own candidate set."""
 
     def loss_fn(params, batch):
-        logits = apply_model(model, params, batch["memory"], batch["query"], batch["candidates"], batch["task"])
+        logits = apply_model(
+            model, params, batch["memory"], batch["texts"], batch["query"], batch["candidates"], batch["task"]
+        )
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["answer"])
 
     return loss_fn
 
 
-def predict(model: MemN2N, params, batch) -> jax.Array:
-    """Index of the best-scoring candidate per example."""
-    logits = apply_model(model, params, batch["memory"], batch["query"], batch["candidates"], batch["task"])
+def pool_embeddings(model: MemN2N, params, texts: dict[str, jax.Array], candidates: dict[str, jax.Array]) -> tuple:
+    """(text table embeddings, candidate embeddings) of a pool, computed once for all of an evaluation's batches."""
+    return (
+        apply_model(model, params, texts, method=MemN2N.embed_texts),
+        apply_model(model, params, candidates, method=MemN2N.embed_candidates),
+    )
+
+
+def predict(model: MemN2N, params, batch, embeddings: tuple | None = None) -> jax.Array:
+    """Index of the best-scoring candidate per example (``embeddings``: ``pool_embeddings`` of the batch's
+    pool, if already computed)."""
+    text_emb, cand_emb = embeddings or pool_embeddings(model, params, batch["texts"], batch["candidates"])
+    logits = apply_model(
+        model, params, text_emb, batch["memory"], batch["query"], cand_emb, batch["task"], method=MemN2N.scores
+    )
     return jnp.argmax(logits, -1)
