@@ -159,11 +159,13 @@ def train_loop(
     if metrics_log is not None:
         metrics_log.drop_after(start)  # lines an interrupted run wrote after its last checkpoint
     step_seconds, eval_seconds, num_evals, steps_timed = 0.0, 0.0, 0, 0
-    remaining_evals = lambda s: (
-        (num_steps // eval_every - s // eval_every + (num_steps % eval_every > 0))
-        if evaluate is not None and eval_every > 0
-        else 0
-    )
+    other_seconds, num_other = 0.0, 0  # logged weight statistics and checkpoint saves, per logging event
+
+    def remaining_evals(s: int) -> int:
+        if evaluate is None or eval_every <= 0 or s >= num_steps:
+            return 0
+        return num_steps // eval_every - s // eval_every + (num_steps % eval_every > 0)
+
     for step in range(start, num_steps):
         t0 = time.time()
         if step == start:
@@ -194,14 +196,21 @@ def train_loop(
             last[eval_name] = score
             if score > float(best["score"]):
                 best = {"state": state, "score": np.asarray(score, np.float64), "step": np.asarray(s, np.int64)}
+        t_other = time.time()
         if logging_now and log_metrics is not None:
             last.update({k: float(v) for k, v in log_metrics(state).items()})
         if logging_now or evaluating:
             rate = steps_timed / step_seconds if step_seconds > 0 else 0.0
             per_eval = eval_seconds / num_evals if num_evals else 0.0
-            eta = ((num_steps - s) / rate if rate > 0 else 0.0) + per_eval * (remaining_evals(s) + evals_after)
+            per_other = (other_seconds + time.time() - t_other) / (num_other + 1)
+            every = min(e for e in (log_every, eval_every, checkpoint_every) if e > 0)
+            eta = (
+                ((num_steps - s) / rate if rate > 0 else 0.0)
+                + per_eval * (remaining_evals(s) + evals_after)
+                + per_other * -(-(num_steps - s) // every)
+            )
             logging.info("%s", progress_line(name, s, num_steps, rate, eta, last))
-            if metrics_log is not None:
+            if metrics_log is not None:  # written before the checkpoint: a resume drops lines past its step
                 metrics_log.write(s, last)
         if saving and checkpointer is not None:
             if not tree_is_finite(state):
@@ -209,6 +218,7 @@ def train_loop(
                     f"{name}: the state holds non-finite values at step {s}; the last good checkpoint (if any) is kept"
                 )
             checkpointer.save(s, {"state": state, "best": best})
+        other_seconds, num_other = other_seconds + time.time() - t_other, num_other + 1
     if evaluate is None:
         return LoopResult(state, state, None, num_steps, start)
     return LoopResult(state, best["state"], float(best["score"]), int(best["step"]), start)

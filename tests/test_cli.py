@@ -25,6 +25,7 @@ def launch(*args: str) -> subprocess.CompletedProcess:
         (["--config.num_seeds=abc"], "error: flag --config.num_seeds=abc: invalid literal for int()"),
         (["--config.methods=union,magic"], "error: config.methods: magic not allowed; allowed: target_only, union,"),
         (["--config.corrupt_fraction=1.5"], "error: config.corrupt_fraction must be in [0, 1), got 1.5"),
+        (["--config=nope.py"], "error: --config=nope.py: cannot load it ("),
     ],
 )
 def test_config_mistakes_are_one_line_naming_the_field(tmp_path, args, message):

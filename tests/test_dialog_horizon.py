@@ -116,3 +116,39 @@ def test_summary_reports_arms_against_union_per_seed_pair():
         "| drop_ask_slot | 0.3000 ± 0.2000 | 0.3000 ± 0.2000 |" in text
     )  # paired differences, then mean ± std (ddof 0)
     assert "| drop_ask_slot | 50.0 ± 0.0 | 50.0 ± 0.0 | 50.0 ± 0.0 |" in text
+
+
+def test_the_diagnostic_runs_probes_and_arms_and_a_rerun_only_reports(tmp_path):
+    config = get_config()
+    config.update(dict(max_dialogs=4, target_dialogs=(3,), num_seeds=1, eval_batch_size=64, batch_size=8))
+    config.horizon.update(
+        dict(start_step=2, steps=3, probe_batches=2, probe_steps=(1, 2), kinds=("ask_slot",), meta_weights="")
+    )
+    records = dialog_horizon.run(config, str(tmp_path))
+    assert len(records) == 1 and set(records[0]["probe"]) == {"1", "2"}
+    assert set(records[0]["arms"]) == {"union", "drop_ask_slot"}
+    assert set(records[0]["arms"]["union"]["curve"]) == {"1", "3"}
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| drop_ask_slot |" in summary
+    assert dialog_horizon.run(config, str(tmp_path)) == records  # nothing left to run
+    other = get_config()
+    other.update(dict(max_dialogs=4, target_dialogs=(3,), num_seeds=1, eval_batch_size=64, batch_size=8))
+    other.horizon.update(dict(start_step=2, steps=4, probe_batches=2, probe_steps=(1, 2), meta_weights=""))
+    with pytest.raises(ValueError, match="the workdir holds runs of a different config"):
+        dialog_horizon.run(other, str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (dict(steps=0), "config.horizon.steps must be positive"),
+        (dict(probe_batches=1), "config.horizon.probe_batches must be >= 2"),
+        (dict(meta_weights="/nonexistent.json"), "config.horizon.meta_weights='/nonexistent.json': no such file"),
+    ],
+)
+def test_the_diagnostic_checks_its_settings_before_reading_data(tmp_path, override, message):
+    config = get_config()
+    config.horizon.update(override)
+    with pytest.raises(ValueError, match=message):
+        dialog_horizon.run(config, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()

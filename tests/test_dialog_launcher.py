@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,33 +10,9 @@ import pytest
 from experiments.dialog import train
 from experiments.dialog.configs.default import get_config
 from experiments.dialog.program import METHODS
+from tests.conftest import smoke_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = dict(max_dialogs=4, target_dialogs=(3,), train_steps=4, eval_every=2, num_seeds=1, eval_batch_size=64)
-
-
-def smoke_config(**overrides):
-    config = get_config()
-    config.update(dict(SMOKE, **overrides))
-    return config
-
-
-@pytest.fixture(scope="module")
-def smoke_workdir(tmp_path_factory) -> Path:
-    """Every method on the smoke configuration, run once by the documented command line."""
-    workdir = tmp_path_factory.mktemp("dialog_smoke")
-    args = [f"--config.{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in SMOKE.items()]
-    out = subprocess.run(
-        [sys.executable, "-m", "experiments.dialog", f"--workdir={workdir}", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    (workdir / "stdout.txt").write_text(out.stdout)
-    (workdir / "stderr.txt").write_text(out.stderr)
-    return workdir
 
 
 def test_launcher_writes_a_record_per_method(smoke_workdir):
@@ -86,19 +59,6 @@ def test_launcher_ends_by_saying_what_it_wrote_and_printing_the_summary(smoke_wo
     assert max(len(line) for line in log.splitlines()) < 300
 
 
-def test_rescore_rebuilds_the_per_kind_accuracy_from_the_checkpoints(smoke_workdir, tmp_path):
-    from tools.rescore import rescore
-
-    workdir = tmp_path / "w"
-    shutil.copytree(smoke_workdir, workdir)
-    records = json.loads((workdir / "results.json").read_text())
-    stripped = [{k: v for k, v in r.items() if k != "test_accuracy_by_kind"} for r in records]
-    (workdir / "results.json").write_text(json.dumps(stripped))
-    rescored = rescore(smoke_config(), str(workdir))
-    assert [r["test_accuracy_by_kind"] for r in rescored] == [r["test_accuracy_by_kind"] for r in records]
-    assert json.loads((workdir / "results.json").read_text()) == rescored
-
-
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -113,22 +73,6 @@ def test_launcher_rejects_bad_config_before_training(tmp_path, override, message
     with pytest.raises(ValueError, match=message):
         train.run(smoke_config(**override), str(tmp_path / "w"))
     assert not (tmp_path / "w" / "results.json").exists()
-
-
-def test_launcher_runs_fresh_inner_batches_and_the_inner_target_batch_as_outer(tmp_path):
-    config = smoke_config(
-        train_steps=2,
-        methods=("meta_net",),
-        inner_steps=2,
-        fresh_inner_batches=True,
-        outer_batch="target",
-        tensorboard=False,
-    )
-    records = train.run(config, str(tmp_path))
-    assert [r["method"] for r in records] == ["meta_net"]
-    assert all(0.0 <= r["test_response_accuracy"] <= 1.0 and r["train_steps"] == 2 for r in records)
-    weights = json.loads((tmp_path / "related_weights.json").read_text())
-    assert all(0.0 < w < 1.0 for run in weights["runs"] for w in run["weights"])
 
 
 def test_published_dialog_tables_match_their_results():

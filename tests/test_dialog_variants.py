@@ -31,7 +31,7 @@ def test_variant_config_applies_the_changes_to_a_copy():
 
 
 def test_unknown_variant_is_refused_naming_the_known_ones():
-    with pytest.raises(ValueError, match=r"config\.variants: nope not allowed; allowed: authors_steps"):
+    with pytest.raises(ValueError, match=r"--variants: nope not known; variants: authors_steps"):
         variant_config(get_config(), "nope")
     with pytest.raises(ValueError, match="no variant 'nope'; variants: authors_steps"):
         variant_configs.get_config("nope")
@@ -46,3 +46,13 @@ def test_every_published_variant_workdir_was_run_with_its_named_config(folder):
     assert {k: v for k, v in saved.items() if k not in ignore} == {
         k: v for k, v in config.items() if k not in ignore and k in saved
     }
+
+
+def test_every_variant_config_is_checked_before_any_data_is_read(tmp_path):
+    from experiments.dialog.variants import run
+
+    config = get_config()
+    config.eval_every = 0
+    with pytest.raises(ValueError, match=r"config\.eval_every must be positive"):
+        run(config, str(tmp_path / "w"), ["raw_weights"])
+    assert not (tmp_path / "w").exists()

@@ -36,6 +36,10 @@ DIALOG = [
     "--config.num_seeds=1",
     "--config.eval_batch_size=64",
     "--config.methods=meta_net",
+    # the resumed run also covers a look-ahead over two fresh batch pairs, outer loss on the inner target batch
+    "--config.inner_steps=2",
+    "--config.fresh_inner_batches=True",
+    "--config.outer_batch=target",
 ]
 
 
@@ -90,5 +94,6 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, args):
     if "experiments.dialog" in args[1]:
         weights = lambda d: json.loads((d / "related_weights.json").read_text())
         assert weights(tmp_path / "resumed") == weights(tmp_path / "straight")
+        assert all(0.0 < w < 1.0 for run in weights(tmp_path / "resumed")["runs"] for w in run["weights"])
     steps = lambda d: [(e["method"], e["seed"], e["step"]) for e in map(json.loads, (d / "metrics.jsonl").open())]
     assert sorted(steps(tmp_path / "resumed")) == sorted(steps(tmp_path / "straight"))

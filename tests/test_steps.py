@@ -17,7 +17,6 @@ from metadial import (
     TableWeighting,
     weighted_mean,
 )
-from metadial.weighting import Weighting
 from tests import tiny
 
 
@@ -31,32 +30,6 @@ def test_weighted_mean_normalisation():
     assert float(weighted_mean(losses, w, normalize=True)) == pytest.approx(2.0)
     # normalised weights are invariant to a common scale
     assert float(weighted_mean(losses, 7 * w, normalize=True)) == pytest.approx(2.0)
-
-
-class DenseTable(TableWeighting):
-    """The table with the default (dense) meta update: what the row-sparse update protects against."""
-
-    init_meta_opt_state = Weighting.init_meta_opt_state
-    apply_meta_update = Weighting.apply_meta_update
-
-
-@pytest.mark.parametrize("table_cls, expect_untouched", [(TableWeighting, True), (DenseTable, False)])
-def test_table_rows_outside_the_batch_do_not_change(table_cls, expect_untouched):
-    table = table_cls(tiny.NUM_RELATED)
-    learner = MetaReweighting(tiny.loss_fn, table, optax.adam(0.1), optax.adam(0.5))
-    target, related, outer = tiny.make_batches()
-    state = learner.init(tiny.make_params(jax.random.key(0)), table.init(None, related))
-    step = jax.jit(learner.step)
-    other = dict(related, id=jnp.array([0, 2, 2, 5], jnp.int32))  # a batch with a repeated id
-    state, _ = step(state, target, other, outer)
-    before = np.asarray(state.meta_params)
-    for _ in range(3):
-        state, _ = step(state, target, related, outer)
-    after = np.asarray(state.meta_params)
-    in_batch = np.isin(np.arange(tiny.NUM_RELATED), np.asarray(related["id"]))
-    assert np.all(after[in_batch] != before[in_batch])
-    assert np.array_equal(after[~in_batch], before[~in_batch]) == expect_untouched
-    assert after[7] == 0.0  # never in a batch, so never a gradient
 
 
 def test_step_traces_once_over_many_calls():

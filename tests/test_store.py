@@ -12,7 +12,7 @@ from experiments.shared.store import RunStore
 
 
 def test_workdir_of_another_config_is_refused(tmp_path):
-    RunStore(str(tmp_path), ideal_config.get_config())
+    RunStore(str(tmp_path), ideal_config.get_config()).save("summary\n")  # a workdir with runs
     more = ideal_config.get_config()
     more.num_seeds, more.methods = 7, ("meta_net",)  # more or other runs of the same config: allowed
     RunStore(str(tmp_path), more)
@@ -26,10 +26,18 @@ def test_workdir_of_another_config_is_refused(tmp_path):
         RunStore(str(tmp_path), other)
 
 
+def test_a_workdir_without_runs_takes_the_new_config(tmp_path):
+    RunStore(str(tmp_path), ideal_config.get_config())  # e.g. a launcher that stopped on a data error
+    other = ideal_config.get_config()
+    other.learning_rate = 0.5
+    RunStore(str(tmp_path), other)
+    assert json.loads((tmp_path / "config.json").read_text())["learning_rate"] == 0.5
+
+
 def test_a_field_added_later_matches_at_the_value_that_reproduces_old_runs(tmp_path):
     old = dialog_config.get_config()
     del old["separate_target_step"]  # a workdir saved before the field existed
-    RunStore(str(tmp_path), old)
+    RunStore(str(tmp_path), old).save("summary\n")
     RunStore(str(tmp_path), dialog_config.get_config())  # the field at the value of the old runs: allowed
     changed = dialog_config.get_config()
     changed.separate_target_step = True

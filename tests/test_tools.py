@@ -1,14 +1,15 @@
-"""The maintenance tools (tools/): merge, publish, plots. (The rescore tool is tested on the dialog smoke run in
-test_dialog_launcher.py.)"""
+"""The maintenance tools (tools/): merge, publish, plots, rescore."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from experiments.ideal.configs.default import get_config
+from tests.conftest import smoke_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,3 +74,16 @@ def test_plots_from_a_workdir(tmp_path):
     ]
     for p in made:
         assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rescore_rebuilds_the_per_kind_accuracy_from_the_checkpoints(smoke_workdir, tmp_path):
+    from tools.rescore import rescore
+
+    workdir = tmp_path / "w"
+    shutil.copytree(smoke_workdir, workdir)
+    records = json.loads((workdir / "results.json").read_text())
+    stripped = [{k: v for k, v in r.items() if k != "test_accuracy_by_kind"} for r in records]
+    (workdir / "results.json").write_text(json.dumps(stripped))
+    rescored = rescore(smoke_config(), str(workdir))
+    assert [r["test_accuracy_by_kind"] for r in rescored] == [r["test_accuracy_by_kind"] for r in records]
+    assert json.loads((workdir / "results.json").read_text()) == rescored

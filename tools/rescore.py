@@ -16,6 +16,7 @@ import os
 from collections.abc import Sequence
 
 import jax
+import ml_collections
 from absl import flags, logging
 
 from experiments.dialog.data import load_data
@@ -29,7 +30,9 @@ from metadial.io import read_json
 from metadial.loop import restore_latest
 
 
-def rescore(config, workdir: str, rerun: Sequence[str] = ()) -> list[dict]:
+def rescore(config: ml_collections.ConfigDict, workdir: str, rerun: Sequence[str] = ()) -> list[dict]:
+    """Adds ``test_accuracy_by_kind`` to the records of ``workdir`` that lack it (see the module docstring);
+    returns the records."""
     validate_config(config)
     results = os.path.join(workdir, "results.json")
     if not os.path.exists(results):
@@ -49,7 +52,9 @@ def rescore(config, workdir: str, rerun: Sequence[str] = ()) -> list[dict]:
         if not has_checkpoint and method not in rerun:
             logging.warning("%s: no checkpoint (and not in --rerun); left without per-kind accuracy", name)
             continue
-        program = programs.setdefault(method, DialogProgram(method, config, data))
+        if method not in programs:  # built once per method
+            programs[method] = DialogProgram(method, config, data)
+        program = programs[method]
         placed = placed or data.on_mesh(program.mesh)
         pools = data.train_pools(data.target_train(size, seed))
         if has_checkpoint:

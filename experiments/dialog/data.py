@@ -7,6 +7,7 @@ import dataclasses
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.sharding import Mesh
 
 from experiments.shared.config import ConfigError
 from metadial.data.dialog_batches import Pool, device_pool
@@ -54,7 +55,7 @@ class DialogData:
     def train_pools(self, target_train: Pool) -> dict[str, Pool]:
         return {"target": target_train, "related": self.related_pool}
 
-    def on_mesh(self, mesh) -> DialogData:
+    def on_mesh(self, mesh: Mesh) -> DialogData:
         """A copy whose device pools are replicated over ``mesh`` (the host-side arrays stay as they are)."""
         place = lambda s: dataclasses.replace(s, pool=replicate(s.pool, mesh))
         return dataclasses.replace(

@@ -35,11 +35,13 @@ from absl import logging
 from experiments.dialog.data import DialogData, load_data
 from experiments.dialog.program import DialogProgram, accuracies
 from experiments.dialog.train import mean_by_kind
+from experiments.dialog.train import validate_config as dialog_validate
 from experiments.shared.cli import report, run_launcher
-from experiments.shared.config import ConfigError, as_list, seeds
+from experiments.shared.config import ConfigError, as_list, check_positive, seeds
+from experiments.shared.store import RunStore
 from experiments.shared.tables import format_mean_std
 from metadial.data.dialog_batches import gather_batch
-from metadial.io import atomic_write_json, atomic_write_text, read_json
+from metadial.io import read_json
 from metadial.steps import TrainState, optimizer_steps
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "horizon.py")
@@ -283,20 +285,38 @@ def target_size(config: ml_collections.ConfigDict) -> int:
     return int(sizes[0])
 
 
+def validate_config(config: ml_collections.ConfigDict) -> int:
+    """Checks the config (the dialog fields and ``horizon.*``) before any data is read; returns the target size."""
+    dialog_validate(config)
+    h = config.horizon
+    check_positive(h, ["steps", "probe_batches"], prefix="config.horizon.")
+    if h.start_step < 0 or any(s < 0 for s in h.probe_steps):
+        raise ConfigError(
+            f"config.horizon.start_step and probe_steps must be >= 0, got {h.start_step}, {h.probe_steps}"
+        )
+    if h.probe_batches < 2:
+        raise ConfigError(
+            f"config.horizon.probe_batches must be >= 2 (a standard error needs two), got {h.probe_batches}"
+        )
+    if h.meta_weights and not os.path.exists(h.meta_weights):
+        raise ConfigError(f"config.horizon.meta_weights={h.meta_weights!r}: no such file ('' skips that arm)")
+    return target_size(config)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     """Runs the config's seeds not yet in ``workdir/results.json``; writes results and summary after each."""
     h = config.horizon
-    target_size(config)
+    size = validate_config(config)
     data = load_data(config)
     unknown = [k for k in h.kinds if k not in data.kind_names]
     if unknown:
         raise ConfigError(f"config.horizon.kinds: {unknown} are not kinds of related turns; known: {data.kind_names}")
     probe = HorizonProbe(DialogProgram("union", config, data), data.related_kind_ids)
-    os.makedirs(workdir, exist_ok=True)
+    store = RunStore(workdir, config)
+    records = store.records
     path = os.path.join(workdir, "results.json")
-    records = read_json(path) if os.path.exists(path) else []
     settings = {
-        "target_dialogs": int(config.target_dialogs),
+        "target_dialogs": size,
         "start_step": h.start_step,
         "horizon": h.steps,
         "kinds": data.kind_names,
@@ -313,11 +333,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         record = run_seed(probe, data, seed, config)
         record["wall_seconds"] = round(time.time() - start, 1)
         records.append(record)
-        atomic_write_json(path, records)
-        atomic_write_text(os.path.join(workdir, "summary.md"), summarize(records))
+        store.save(summarize(records))
     if records:  # a rerun with every seed done rewrites the summary from results.json
-        atomic_write_text(os.path.join(workdir, "summary.md"), summarize(records))
-        report([path, os.path.join(workdir, "summary.md")], summarize(records))
+        report(store.save(summarize(records)), summarize(records))
     return records
 
 

@@ -32,6 +32,7 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "confi
 
 def validate_config(config: ml_collections.ConfigDict) -> tuple[list[str], list[int]]:
     """Checks the config before any data is read or model trained; returns (methods, target sizes)."""
+    check_positive(config, ["eval_every"])  # before the shared checks: log_every refers to it
     methods = check_shared(config, list(METHODS))
     try:
         sizes = [int(s) for s in as_list(config.target_dialogs)]
@@ -39,15 +40,13 @@ def validate_config(config: ml_collections.ConfigDict) -> tuple[list[str], list[
         sizes = []
     if not sizes or any(s <= 0 for s in sizes):
         raise ConfigError(f"config.target_dialogs must be positive dialog counts, got {config.target_dialogs}")
-    check_positive(
-        config, ["eval_every", "eval_batch_size", "hops", "embedding_size", "memory_size", "gate_embedding_size"]
-    )
+    check_positive(config, ["eval_batch_size", "hops", "embedding_size", "memory_size", "gate_embedding_size"])
     if config.max_dialogs < 0:
         raise ConfigError(f"config.max_dialogs must be >= 0 (0 = all), got {config.max_dialogs}")
     return methods, sizes
 
 
-def mean_by_kind(values, kinds) -> dict[str, float]:
+def mean_by_kind(values: np.ndarray | list, kinds: list[str] | np.ndarray) -> dict[str, float]:
     """Mean of ``values`` over the examples of each kind of bot turn (greeting, api_call, ...), sorted by kind."""
     kinds_arr = np.asarray(kinds)
     return {k: float(np.asarray(values)[kinds_arr == k].mean()) for k in sorted(set(kinds_arr.tolist()))}

@@ -22,21 +22,33 @@ from experiments.dialog import train
 from experiments.dialog.configs.variants import VARIANTS
 from experiments.dialog.data import DialogData, load_data
 from experiments.shared.cli import report, run_launcher
-from experiments.shared.config import as_list, check_choices
+from experiments.shared.config import ConfigError, as_list
 from experiments.shared.tables import summary_table
 from metadial.io import atomic_write_text, read_json
 
 
+def check_variants(names) -> list[str]:
+    """The variant names as a list, or a ``ConfigError`` naming the unknown ones and the known ones."""
+    names = as_list(names)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown or not names:
+        raise ConfigError(f"--variants: {', '.join(unknown) or 'nothing'} not known; variants: {', '.join(VARIANTS)}")
+    return names
+
+
 def variant_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
     """``config`` with the changes of variant ``name`` (the given config is not changed)."""
-    check_choices("variants", name, list(VARIANTS))
+    check_variants([name])
     out = copy.deepcopy(config)
     out.update(VARIANTS[name])  # ConfigDict refuses a value of the wrong type
     return out
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, names: list[str], reference: str | None = None) -> str:
-    names = check_choices("variants", names, list(VARIANTS))
+    names = check_variants(names)
+    variants = {name: variant_config(config, name) for name in names}
+    for variant in variants.values():  # every variant's config is checked before any data is read
+        train.validate_config(variant)
     rows = []
     if reference:
         rows += [
@@ -45,8 +57,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, names: list[str], refer
             if r["method"] in as_list(config.methods) and r["target_dialogs"] in as_list(config.target_dialogs)
         ]
     loaded: dict[tuple, DialogData] = {}  # the data, loaded once per (data_dir, max_dialogs)
-    for name in names:
-        variant = variant_config(config, name)
+    for name, variant in variants.items():
         data_key = (variant.data_dir, variant.max_dialogs)
         if data_key not in loaded:
             loaded[data_key] = load_data(variant)

@@ -4,14 +4,12 @@ r"""The ideal launcher:
         --workdir=DIR
 """
 
-import os
-
-from experiments.ideal.train import run
+from experiments.ideal.train import DEFAULT_CONFIG, run
 from experiments.shared.cli import run_launcher
 
 if __name__ == "__main__":
     run_launcher(
         run,
-        os.path.join(os.path.dirname(__file__), "configs", "default.py"),
+        DEFAULT_CONFIG,
         "results.json, summary.md, related_weights.json, metrics, checkpoints",
     )

@@ -10,6 +10,7 @@ Writes ``DIR/results.json`` (one record per (method, seed)), ``DIR/summary.md`` 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,12 +27,14 @@ from experiments.shared.config import ConfigError, as_list, check_choices, check
 from experiments.shared.program import Batch, Pools, Program
 from experiments.shared.store import RunStore
 from experiments.shared.tables import summary_table
-from metadial.data.ideal import IdealTask, make_ideal_task
+from metadial.data.ideal import CORRUPTIONS, IdealTask, make_ideal_task
 from metadial.loop import train_loop
 from metadial.metrics import roc_auc
 from metadial.models.mlp import MLPClassifier, MLPScorer, accuracy, classification_loss_fn
 from metadial.parallel import check_batch_size, replicate, shard_batch
 from metadial.weighting import NetWeighting
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
 
 METHODS: dict[str, m.Method] = {
     "target_only": m.TARGET_ONLY,
@@ -51,6 +54,7 @@ def validate_config(config: ml_collections.ConfigDict) -> list[str]:
     methods = check_shared(config, list(METHODS))
     check_positive(config, ["num_classes", "input_dim", "num_target", "num_related", "num_test", "related_batch_size"])
     check_choices("weight_net_inputs", config.weight_net_inputs, NET_INPUTS)
+    check_choices("corruption", config.corruption, CORRUPTIONS)
     if not 0.0 <= config.corrupt_fraction < 1.0:
         raise ConfigError(f"config.corrupt_fraction must be in [0, 1), got {config.corrupt_fraction}")
     return methods
@@ -225,6 +229,7 @@ SUMMARY_COLUMNS = [
 
 
 def summarize(records: list[dict], config: ml_collections.ConfigDict) -> str:
+    """The summary table (mean ± std over seeds per method) with a header describing the task."""
     head = (
         f"Ideal task: {config.num_classes} classes, {config.num_target} target / {config.num_related} related "
         f"({config.corrupt_fraction:.0%} {config.corruption} wrong labels) / {config.num_test} test examples, "

@@ -70,8 +70,9 @@ def _flags_parser(argv: list[str]) -> list[str]:
     """absl's flag parsing, with a bad flag value reported in one line."""
     try:
         return flags.FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
+    except flags.Error as e:  # one line: a config file's error comes with its traceback, keep its last line
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        print(f"error: {lines[0]}" + (f" {lines[-1]}" if len(lines) > 1 else ""), file=sys.stderr)
         sys.exit(2)
 
 
@@ -105,7 +106,14 @@ def run_launcher(run_fn: Callable[[ml_collections.ConfigDict, str], object], def
 
             jax.distributed.initialize()  # multi-host GPU/TPU: coordinator and process ids from the cluster env
         try:
-            run_fn(flags.FLAGS.config, flags.FLAGS.workdir)
+            config = flags.FLAGS.config
+            config.keys()  # a --config file that failed to load raises here
+        except Exception as e:  # a missing file, or get_config() refusing its argument
+            given = next((a for a in sys.argv[1:] if a.startswith("--config=")), "--config")
+            print(f"error: {given}: cannot load it ({str(e).strip().splitlines()[-1].strip()})", file=sys.stderr)
+            sys.exit(2)
+        try:
+            run_fn(config, flags.FLAGS.workdir)
         except USER_ERRORS as e:
             logging.flush()
             print(f"error: {e}", file=sys.stderr)

@@ -68,10 +68,11 @@ def check_choices(name: str, value: Any, allowed: Sequence[Any]) -> list:
     return values
 
 
-def check_positive(config: ml_collections.ConfigDict, names: Iterable[str]) -> None:
+def check_positive(config: ml_collections.ConfigDict, names: Iterable[str], prefix: str = "config.") -> None:
+    """A ``ConfigError`` naming the first of ``names`` whose value is not positive."""
     for name in names:
         if config[name] <= 0:
-            raise ConfigError(f"config.{name} must be positive, got {config[name]}")
+            raise ConfigError(f"{prefix}{name} must be positive, got {config[name]}")
 
 
 def check_shared(config: ml_collections.ConfigDict, method_names: Sequence[str]) -> list[str]:
@@ -104,4 +105,5 @@ def check_shared(config: ml_collections.ConfigDict, method_names: Sequence[str])
 
 
 def seeds(config: ml_collections.ConfigDict) -> range:
+    """The config's seeds: ``seed, seed + 1, ..., seed + num_seeds - 1``."""
     return range(config.seed, config.seed + config.num_seeds)

@@ -107,6 +107,7 @@ class Method:
         return "main"
 
     def step_batches(self, phase: str) -> tuple[str, ...]:
+        """The batches the step takes in ``phase``."""
         return self.finetune_batches if phase == "finetune" else self.batches
 
 

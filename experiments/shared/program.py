@@ -60,6 +60,7 @@ class Program(abc.ABC):
         return self.trainer.init(params, self.weighting.init(k_meta, self.batch(pools, RELATED, k_meta)))
 
     def phase(self, step: int) -> str:
+        """The method's phase at ``step`` (``Method.phase``)."""
         return self.method.phase(step, self.config)
 
     def _train_step(self, state, key: jax.Array, pools: Pools, phase: str = "main"):

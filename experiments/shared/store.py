@@ -43,8 +43,9 @@ class RunStore:
     """A launcher's workdir: finished records (``results.json``), per-run checkpoints, metrics and events.
 
     Re-running the same command with the same workdir skips the finished runs and resumes the unfinished
-    one from its last checkpoint. The config is saved as ``config.json``; a workdir started with a config
-    that differs in anything but ``RUN_SELECTION_FIELDS`` is refused, so results of two configs never mix.
+    one from its last checkpoint. The config is saved as ``config.json``; a workdir whose runs (records or
+    checkpoints) were made with a config that differs in anything but ``RUN_SELECTION_FIELDS`` is refused, so
+    results of two configs never mix.
     Without a workdir nothing is written.
     """
 
@@ -56,7 +57,7 @@ class RunStore:
         os.makedirs(workdir, exist_ok=True)
         config_path = os.path.join(workdir, "config.json")
         current = config.to_json(sort_keys=True, indent=1)
-        if os.path.exists(config_path):
+        if os.path.exists(config_path) and self.holds_runs():
             saved = read_json(config_path)
             now = json.loads(current)
             changed = sorted(
@@ -73,6 +74,13 @@ class RunStore:
         results_path = os.path.join(workdir, "results.json")
         if os.path.exists(results_path):
             self.records = read_json(results_path)
+
+    def holds_runs(self) -> bool:
+        """Whether the workdir holds finished records or checkpoints (a config without either is replaced)."""
+        assert self.workdir
+        checkpoints = os.path.join(self.workdir, "checkpoints")
+        has_checkpoints = os.path.isdir(checkpoints) and any(os.scandir(checkpoints))
+        return os.path.exists(os.path.join(self.workdir, "results.json")) or has_checkpoints
 
     def path(self, name: str) -> str | None:
         """``workdir/name`` (``None`` without a workdir)."""
@@ -106,6 +114,8 @@ class RunStore:
         return Checkpointer(directory, keep=self.keep) if directory else None
 
     def metrics_log(self, run_name: str, tags: dict, tensorboard: bool = True) -> MetricsLog | None:
+        """The run's metrics log (``metrics.jsonl`` lines tagged with ``tags``, TensorBoard events under
+        ``tensorboard/<run>``); ``None`` without a workdir."""
         if not self.workdir:
             return None
         tb_dir = os.path.join(self.workdir, "tensorboard", run_name) if tensorboard else None

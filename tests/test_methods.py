@@ -1,0 +1,59 @@
+"""The method table's rows and trainer builders (experiments/shared/methods.py) and the base config's checks
+(experiments/shared/config.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments.ideal.configs.default import get_config
+from experiments.ideal.train import METHODS
+from experiments.shared import methods as m
+from experiments.shared.config import ConfigError, as_list, base_config, check_shared
+from metadial import LearningToReweight, MetaReweighting, PlainTrainer, TableWeighting
+from tests import tiny
+
+
+def test_two_phase_methods_switch_after_the_pretrain_fraction():
+    config = get_config()
+    config.train_steps, config.pretrain_fraction = 10, 0.3
+    phases = [m.PRETRAIN_FINETUNE.phase(step, config) for step in range(10)]
+    assert phases == ["main"] * 3 + ["finetune"] * 7
+    assert m.PRETRAIN_FINETUNE.step_batches("main") == (m.RELATED,)
+    assert m.PRETRAIN_FINETUNE.step_batches("finetune") == (m.TARGET,)
+    assert {m.UNION.phase(step, config) for step in range(10)} == {"main"}
+
+
+@pytest.mark.parametrize(
+    "name, trainer, weighting",
+    [
+        ("union", PlainTrainer, None),
+        ("l2rw", LearningToReweight, None),
+        ("meta_table", MetaReweighting, TableWeighting),
+    ],
+)
+def test_each_row_builds_its_trainer_from_the_config(name, trainer, weighting):
+    config = get_config()
+    config.inner_steps, config.normalize_weights = 2, False
+    built, w = METHODS[name].build(m.TrainerParts(tiny.loss_fn, config, 8, lambda: None))  # type: ignore[arg-type]
+    assert isinstance(built, trainer) and (w is None if weighting is None else isinstance(w, weighting))
+    if isinstance(built, MetaReweighting):
+        assert built.inner_steps == 2 and built.normalize is False and w is not None and w.num_examples == 8
+    assert METHODS[name].meta == (name in ("meta_table", "meta_net"))
+
+
+def test_base_config_checks_name_the_field():
+    config = base_config()
+    config.methods = ("union, meta_net",)  # as --config.methods=union,meta_net gives it
+    assert check_shared(config, ["union", "meta_net"]) == ["union", "meta_net"]
+    assert as_list((1, "2,3")) == [1, "2", "3"]
+    for field, value, message in [
+        ("methods", ("nope",), "config.methods: nope not allowed"),
+        ("inner_steps", 0, "config.inner_steps must be positive"),
+        ("pretrain_fraction", 1.0, r"config.pretrain_fraction must be in \(0, 1\)"),
+        ("outer_batch", "dev", "config.outer_batch must be one of fresh, target"),
+    ]:
+        bad = base_config()
+        bad.methods = ("union",)
+        bad[field] = value
+        with pytest.raises(ConfigError, match=message):
+            check_shared(bad, ["union"])
