@@ -34,6 +34,7 @@ class LoopResult:
     best_score: float | None
     best_step: int
     resumed_from: int  # the checkpoint step the run resumed from (0: a fresh start)
+    stopped_step: int  # the last step trained (num_steps, or earlier when early stopping ended the run)
 
 
 class MetricsLog:
@@ -140,6 +141,8 @@ def train_loop(
     eval_every: int = 0,
     eval_name: str = "eval_score",
     evals_after: float = 0.0,
+    patience: int = 0,
+    patience_from: int = 0,
     checkpointer: Checkpointer | None = None,
     checkpoint_every: int = 0,
     metrics_log: MetricsLog | None = None,
@@ -152,7 +155,26 @@ def train_loop(
     its score are saved; if ``checkpointer`` holds a checkpoint, the loop resumes from its latest one. The
     logged ETA counts the remaining steps, the remaining evaluations and ``evals_after`` evaluations' worth
     of work that the caller does after the loop (e.g. the test set).
+
+    Early stopping: with ``patience > 0`` the run ends after ``patience`` evaluations in a row, from step
+    ``patience_from`` on, that do not beat the best score (e.g. ``patience_from``: where the last phase of a
+    two-phase method starts). The count follows from the best step and the current one, so a resumed run stops
+    where the uninterrupted one did.
     """
+
+    def stale_evaluations(s: int, best_step: int) -> int:
+        first = max(best_step + 1, patience_from)  # evaluations at steps >= first count against patience
+        return s // eval_every - (first - 1) // eval_every if s >= first else 0
+
+    def stopping(s: int, best_step: int) -> bool:
+        return (
+            evaluate is not None
+            and patience > 0
+            and eval_every > 0
+            and s % eval_every == 0
+            and stale_evaluations(s, best_step) >= patience
+        )
+
     start, state, best = restore_latest(checkpointer, state)
     if start:
         logging.info("%s: resumed from the checkpoint of step %d", name, start)
@@ -166,7 +188,11 @@ def train_loop(
             return 0
         return num_steps // eval_every - s // eval_every + (num_steps % eval_every > 0)
 
-    for step in range(start, num_steps):
+    stopped = num_steps
+    if start and stopping(start, int(best["step"])):  # the run had already stopped early before it was resumed
+        stopped = start
+        logging.info("%s: stopped early at step %d (best step %d)", name, start, int(best["step"]))
+    for step in range(start, stopped):
         t0 = time.time()
         if step == start:
             logging.info("%s: compiling the training step", name)
@@ -178,6 +204,7 @@ def train_loop(
             steps_timed += 1
         s = step + 1
         at_end = s == num_steps
+
         logging_now = s % log_every == 0 or at_end
         evaluating = evaluate is not None and (s % eval_every == 0 or at_end)
         saving = checkpointer is not None and checkpoint_every > 0 and (s % checkpoint_every == 0 or at_end)
@@ -196,6 +223,10 @@ def train_loop(
             last[eval_name] = score
             if score > float(best["score"]):
                 best = {"state": state, "score": np.asarray(score, np.float64), "step": np.asarray(s, np.int64)}
+            if stopping(s, int(best["step"])) and not at_end:  # early stop: log and checkpoint this step, then end
+                stopped = s
+                logging_now = True
+                saving = checkpointer is not None
         t_other = time.time()
         if logging_now and log_metrics is not None:
             last.update({k: float(v) for k, v in log_metrics(state).items()})
@@ -219,6 +250,16 @@ def train_loop(
                 )
             checkpointer.save(s, {"state": state, "best": best})
         other_seconds, num_other = other_seconds + time.time() - t_other, num_other + 1
+        if stopped == s:
+            logging.info(
+                "%s: stopped early at step %d: %d evaluations without a better %s than step %d's",
+                name,
+                s,
+                patience,
+                eval_name,
+                int(best["step"]),
+            )
+            break
     if evaluate is None:
-        return LoopResult(state, state, None, num_steps, start)
-    return LoopResult(state, best["state"], float(best["score"]), int(best["step"]), start)
+        return LoopResult(state, state, None, num_steps, start, num_steps)
+    return LoopResult(state, best["state"], float(best["score"]), int(best["step"]), start, stopped)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from experiments.dialog import train
-from experiments.dialog.configs.default import get_config
+from experiments.dialog.configs.fixed_budget import get_config
 from experiments.dialog.program import METHODS
 from tests.conftest import smoke_config
 

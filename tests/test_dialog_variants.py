@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from experiments.dialog.configs import variants as variant_configs
-from experiments.dialog.configs.default import get_config
+from experiments.dialog.configs.fixed_budget import get_config
 from experiments.dialog.variants import variant_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def test_every_variant_config_is_checked_before_any_data_is_read(tmp_path):
     from experiments.dialog.variants import run
 
     config = get_config()
-    config.eval_every = 0
-    with pytest.raises(ValueError, match=r"config\.eval_every must be positive"):
+    config.hops = 0
+    with pytest.raises(ValueError, match=r"config\.hops must be positive"):
         run(config, str(tmp_path / "w"), ["raw_weights"])
     assert not (tmp_path / "w").exists()

@@ -101,3 +101,32 @@ def test_log_values_are_short_and_small_ones_scientific():
         "  mean weights: api_call 0.21 greeting 0.50"
     )
     assert format_value(0.0) == "0.0000" and format_value(123456.0) == "1.23e+05"
+
+
+def test_early_stopping_after_patience_evaluations_without_improvement_and_resume(tmp_path):
+    scores = {2: 0.5, 4: 0.9, 6: 0.7, 8: 0.8, 10: 0.6, 12: 0.95, 14: 0.1}
+    evaluate = lambda state: scores[int(state["x"])]
+    common = dict(num_steps=14, name="run-c", log_every=2, evaluate=evaluate, eval_every=2, checkpoint_every=4)
+    first = train_loop(
+        counting_step(),
+        {"x": jnp.zeros(())},
+        jax.random.key(0),
+        patience=3,
+        checkpointer=Checkpointer(str(tmp_path / "a")),
+        **common,
+    )
+    assert (first.best_step, first.stopped_step, float(first.state["x"])) == (4, 10, 10.0)  # 6, 8, 10 not better
+    again = train_loop(
+        counting_step(),
+        {"x": jnp.zeros(())},
+        jax.random.key(0),
+        patience=3,
+        checkpointer=Checkpointer(str(tmp_path / "a")),
+        **common,
+    )
+    assert (again.resumed_from, again.stopped_step, again.best_step) == (10, 10, 4)  # stops again, trains nothing
+    # evaluations before patience_from (a first phase) do not count against the patience
+    later = train_loop(counting_step(), {"x": jnp.zeros(())}, jax.random.key(0), patience=3, patience_from=7, **common)
+    assert (later.best_step, later.stopped_step) == (12, 14)
+    whole = train_loop(counting_step(), {"x": jnp.zeros(())}, jax.random.key(0), patience=0, **common)
+    assert (whole.best_step, whole.stopped_step) == (12, 14)

@@ -16,11 +16,12 @@ from tests import tiny
 def test_two_phase_methods_switch_after_the_pretrain_fraction():
     config = get_config()
     config.train_steps, config.pretrain_fraction = 10, 0.3
-    phases = [m.PRETRAIN_FINETUNE.phase(step, config) for step in range(10)]
+    phases = [m.PRETRAIN_FINETUNE.phase(step, 10, config) for step in range(10)]
     assert phases == ["main"] * 3 + ["finetune"] * 7
     assert m.PRETRAIN_FINETUNE.step_batches("main") == (m.RELATED,)
     assert m.PRETRAIN_FINETUNE.step_batches("finetune") == (m.TARGET,)
-    assert {m.UNION.phase(step, config) for step in range(10)} == {"main"}
+    assert {m.UNION.phase(step, 10, config) for step in range(10)} == {"main"}
+    assert m.PRETRAIN_FINETUNE.first_phase_steps(20, config) == 6 and m.UNION.first_phase_steps(20, config) == 0
 
 
 @pytest.mark.parametrize(

@@ -3,11 +3,11 @@ r"""Benchmark of the dialog experiment: step time of every method and the cost o
     python -m experiments.dialog.bench --workdir=DIR [--config=experiments/dialog/configs/default.py] [--repeats=30]
 
 For each method of the config, compiles its training step and times ``--repeats`` calls (median); times one
-dev evaluation (the full dev set). From these it estimates one run (``train_steps`` steps plus one dev
-evaluation every ``eval_every`` steps and the test and OOV evaluations) and the whole sweep (every method ×
-size × seed), on this machine, one run at a time (the estimate leaves out the training loop's own work, such
-as the weight statistics logged every ``eval_every`` steps). Writes ``DIR/dialog_bench.json`` and prints a table;
-ratios are to the ``target_only`` step. Run it on an otherwise idle machine.
+dev evaluation (the full dev set). From these it estimates one run at the full budget (its steps plus one dev
+evaluation every ``eval_every`` steps and the test and OOV evaluations; early stopping only shortens it) and
+the whole sweep (every method × size × seed), on this machine, one run at a time (leaving out the loop's own
+work, such as the logged weight statistics). Writes ``DIR/dialog_bench.json`` and prints a table; ratios are
+to the ``target_only`` and the ``union`` step. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -17,33 +17,37 @@ import platform
 import time
 
 import jax
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments.dialog.data import load_data
 from experiments.dialog.program import DialogProgram
-from experiments.dialog.train import DEFAULT_CONFIG, validate_config
+from experiments.dialog.train import DEFAULT_CONFIG, Budget, validate_config
 from experiments.shared.bench import median_ms
-from experiments.shared.config import as_list
 from metadial.io import atomic_write_json
 
 FLAGS = flags.FLAGS
 
 
-def bench(config, repeats: int) -> dict:
+def bench(config: ml_collections.ConfigDict, repeats: int) -> dict:
+    """Median step time of every method of the config, one dev evaluation's time, and the estimated cost of a
+    run (at the full step budget: early stopping can only shorten it) and of the sweep."""
     methods, sizes = validate_config(config)
     data = load_data(config)
     pools = data.train_pools(data.target_train(min(sizes), 0))
-    evals_per_run = -(-config.train_steps // config.eval_every)
+    budgets = {size: Budget.of(config, int(data.target_train(size, 0)["answer"].shape[0])) for size in sizes}
     result = {
         "device": jax.devices()[0].device_kind,
         "cpu_count": os.cpu_count(),
         "jax": jax.__version__,
         "python": platform.python_version(),
-        "train_steps": config.train_steps,
+        "target_set": config.target_set,
+        "target_candidates": int(data.corpus.target_candidates.shape[0]),
+        "train_steps": {str(size): b.train_steps for size, b in budgets.items()},
         "methods": {},
     }
-    eval_seconds = None
+    eval_seconds = 0.0
     for method in methods:
         program = DialogProgram(method, config, data)
         state = program.init(jax.random.key(0), pools)
@@ -53,21 +57,31 @@ def bench(config, repeats: int) -> dict:
                 lambda s, k, p: program.train_step(s, k, p, phase="finetune"), state, pools, repeats
             )
             step_ms = config.pretrain_fraction * step_ms + (1 - config.pretrain_fraction) * finetune_ms
-        if eval_seconds is None:
+        if "dev_eval_seconds" not in result:
             program.evaluate(state.params, data.dev)  # compiles
             t0 = time.perf_counter()
             program.evaluate(state.params, data.dev)
-            eval_seconds = time.perf_counter() - t0
-            result["dev_eval_seconds"] = eval_seconds
+            eval_seconds = result["dev_eval_seconds"] = time.perf_counter() - t0
         # test and OOV are about as large as dev: count them as two more evaluations
-        run_seconds = config.train_steps * step_ms / 1e3 + (evals_per_run + 2) * eval_seconds
+        run_seconds = {
+            str(size): b.train_steps * step_ms / 1e3 + (-(-b.train_steps // b.eval_every) + 2) * eval_seconds
+            for size, b in budgets.items()
+        }
         result["methods"][method] = {"step_ms": step_ms, "run_seconds": run_seconds}
-        logging.info("%s: %.1f ms/step, about %.0f s per run", method, step_ms, run_seconds)
+        logging.info(
+            "%s: %.1f ms/step, at most %s s per run",
+            method,
+            step_ms,
+            ", ".join(f"{v:.0f} ({k} dialogs)" for k, v in run_seconds.items()),
+        )
     base = result["methods"].get("target_only", next(iter(result["methods"].values())))["step_ms"]
+    union = result["methods"].get("union", {}).get("step_ms")
     for m in result["methods"].values():
         m["ratio_to_target_only"] = m["step_ms"] / base
-    per_size_seed = sum(m["run_seconds"] for m in result["methods"].values())
-    result["sweep_hours"] = per_size_seed * len(sizes) * config.num_seeds / 3600
+        if union:
+            m["ratio_to_union"] = m["step_ms"] / union
+    total = sum(v for m in result["methods"].values() for v in m["run_seconds"].values())
+    result["sweep_hours"] = total * config.num_seeds / 3600
     return result
 
 
@@ -77,12 +91,20 @@ def main(argv):
     result = bench(FLAGS.config, FLAGS.repeats)
     os.makedirs(FLAGS.workdir, exist_ok=True)
     atomic_write_json(os.path.join(FLAGS.workdir, "dialog_bench.json"), result)
-    print(f"{'method':<18} {'ms/step':>8} {'x target_only':>14} {'s/run':>7}")
-    for name, m in result["methods"].items():
-        print(f"{name:<18} {m['step_ms']:8.1f} {m['ratio_to_target_only']:14.2f} {m['run_seconds']:7.0f}")
+    sizes = list(result["train_steps"])
     print(
-        f"dev evaluation: {result['dev_eval_seconds']:.1f} s; whole sweep ({len(as_list(FLAGS.config.target_dialogs))} "
-        f"sizes x {FLAGS.config.num_seeds} seeds), one run at a time: {result['sweep_hours']:.1f} h"
+        f"target set {result['target_set']} ({result['target_candidates']} candidates), {result['device']}, "
+        f"{result['cpu_count']} cores"
+    )
+    header = f"{'method':<18} {'ms/step':>8} {'x target_only':>14} {'x union':>8}"
+    print(f"{header}  at most s/run ({', '.join(sizes)} dialogs)")
+    for name, m in result["methods"].items():
+        runs = ", ".join(f"{m['run_seconds'][s]:.0f}" for s in sizes)
+        ratios = f"{m['ratio_to_target_only']:14.2f} {m.get('ratio_to_union', 0):8.2f}"
+        print(f"{name:<18} {m['step_ms']:8.1f} {ratios}  {runs}")
+    print(
+        f"dev evaluation: {result['dev_eval_seconds']:.2f} s; whole sweep ({len(sizes)} sizes x "
+        f"{FLAGS.config.num_seeds} seeds) at the full budget, one run at a time: {result['sweep_hours']:.1f} h"
     )
 
 

@@ -11,7 +11,15 @@ from jax.sharding import Mesh
 
 from experiments.shared.config import ConfigError
 from metadial.data.dialog_batches import Pool, device_pool
-from metadial.data.dialog_tasks import Corpus, EncodedSplit, encode, load_corpus, target_subset, turn_kinds
+from metadial.data.dialog_tasks import (
+    Corpus,
+    EncodedSplit,
+    encode,
+    first_dialogs,
+    load_corpus,
+    target_subset,
+    turn_kinds,
+)
 from metadial.models.memn2n import RELATED_TASK, TARGET_TASK
 from metadial.parallel import replicate
 
@@ -42,14 +50,17 @@ class DialogData:
     dev: EvalSet
     test: EvalSet
     oov: EvalSet
+    target_set: str = "small"  # "small" or a profile of split-by-profile
 
     @property
     def num_related(self) -> int:
         return len(self.related)
 
     def target_train(self, size: int, seed: int) -> Pool:
-        """The device pool of the ``size`` target training dialogs drawn for ``seed`` (nested across sizes)."""
-        subset = target_subset(len(self.corpus.dialogs["target_trn"]), size, seed)
+        """The device pool of the ``size`` target training dialogs: for ``small``, drawn for ``seed`` (nested
+        across sizes); for a profile, its first ``size`` dialogs, as the authors took them."""
+        available = len(self.corpus.dialogs["target_trn"])
+        subset = target_subset(available, size, seed) if self.target_set == "small" else first_dialogs(available, size)
         return device_pool(encode(self.corpus, "target_trn", subset), TARGET_TASK, self.corpus.target_candidates)
 
     def train_pools(self, target_train: Pool) -> dict[str, Pool]:
@@ -89,9 +100,11 @@ def kind_ids(kinds: list[str]) -> tuple[np.ndarray, list[str]]:
 
 def load_data(config: ml_collections.ConfigDict) -> DialogData:
     """Parses and encodes both tasks (``config.data_dir``, ``config.max_dialogs``)."""
-    logging.info("loading the dialog data from %s", config.data_dir or "the package's copies")
+    logging.info(
+        "loading the dialog data (target set %s) from %s", config.target_set, config.data_dir or "the package's copies"
+    )
     try:
-        corpus = load_corpus(config.data_dir, config.max_dialogs or None)
+        corpus = load_corpus(config.data_dir, config.max_dialogs or None, config.target_set)
     except FileNotFoundError as e:
         raise ConfigError(f"config.data_dir={config.data_dir!r}: {e}") from None
     related = encode(corpus, "related_trn")
@@ -112,6 +125,7 @@ def load_data(config: ml_collections.ConfigDict) -> DialogData:
         eval_set("target_dev"),
         eval_set("target_tst"),
         eval_set("target_tst-OOV"),
+        config.target_set,
     )
     logging.info(
         "loaded %d related examples, %d target training dialogs, %d dev / %d test / %d OOV examples",

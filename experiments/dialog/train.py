@@ -10,6 +10,8 @@ the original bAbI dialog task 5 training set. Model: MemN2N. Writes ``DIR/result
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import time
 
@@ -21,9 +23,10 @@ from absl import logging
 from experiments.dialog.data import DialogData, load_data
 from experiments.dialog.program import METHODS, DialogProgram, accuracies
 from experiments.shared.cli import report
-from experiments.shared.config import ConfigError, as_list, check_positive, check_shared, seeds
+from experiments.shared.config import ConfigError, as_list, check_choices, check_positive, check_shared, seeds
 from experiments.shared.store import RunStore
 from experiments.shared.tables import summary_table
+from metadial.data.dialog_tasks import TARGET_SETS
 from metadial.loop import train_loop
 from metadial.parallel import replicate
 
@@ -32,8 +35,16 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "confi
 
 def validate_config(config: ml_collections.ConfigDict) -> tuple[list[str], list[int]]:
     """Checks the config before any data is read or model trained; returns (methods, target sizes)."""
-    check_positive(config, ["eval_every"])  # before the shared checks: log_every refers to it
     methods = check_shared(config, list(METHODS))
+    check_choices("target_set", config.target_set, TARGET_SETS)
+    if config.eval_every < 0 or config.patience < 0:
+        raise ConfigError(
+            f"config.eval_every and config.patience must be >= 0, got {config.eval_every}, {config.patience}"
+        )
+    if not config.train_steps:
+        check_positive(config, ["max_epochs"])
+    if not config.eval_every:
+        check_positive(config, ["eval_epochs"])
     try:
         sizes = [int(s) for s in as_list(config.target_dialogs)]
     except ValueError:
@@ -44,6 +55,34 @@ def validate_config(config: ml_collections.ConfigDict) -> tuple[list[str], list[
     if config.max_dialogs < 0:
         raise ConfigError(f"config.max_dialogs must be >= 0 (0 = all), got {config.max_dialogs}")
     return methods, sizes
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """One run's step budget and evaluation interval, in steps (the config gives them in steps, or, at 0, in
+    epochs of the run's target training examples: ``max_epochs``, ``eval_epochs``)."""
+
+    train_steps: int
+    eval_every: int
+    steps_per_epoch: float
+    patience: int
+
+    @classmethod
+    def of(cls, config: ml_collections.ConfigDict, num_target_examples: int) -> Budget:
+        per_epoch = num_target_examples / config.batch_size
+        train_steps = config.train_steps or math.ceil(config.max_epochs * per_epoch)
+        eval_every = config.eval_every or math.ceil(config.eval_epochs * per_epoch)
+        return cls(train_steps, min(eval_every, train_steps), per_epoch, config.patience)
+
+    def describe(self, first_phase_steps: int = 0) -> str:
+        text = (
+            f"at most {self.train_steps} steps ({self.train_steps / self.steps_per_epoch:.0f} epochs of the "
+            f"target data), dev evaluation every {self.eval_every} steps"
+        )
+        if self.patience:
+            text += f", early stopping after {self.patience} evaluations without improvement"
+            text += f" from step {first_phase_steps}" if first_phase_steps else ""
+        return text
 
 
 def mean_by_kind(values: np.ndarray | list, kinds: list[str] | np.ndarray) -> dict[str, float]:
@@ -63,21 +102,26 @@ def run_one(
     """Trains one (method, size, seed) with dev model selection (resuming from its checkpoint if any);
     returns its record and the related examples' weights. ``data`` is on the program's mesh."""
     c = program.config
-    pools = data.train_pools(replicate(data.target_train(size, seed), program.mesh))
+    target_train = data.target_train(size, seed)
+    budget = Budget.of(c, int(target_train["answer"].shape[0]))
+    pools = data.train_pools(replicate(target_train, program.mesh))
     k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
     name = run_name(program.name, size, seed)
+    logging.info("%s: %s", name, budget.describe(program.method.first_phase_steps(budget.train_steps, c)))
     start = time.time()
     result = train_loop(
-        lambda state, key, step: program.train_step(state, key, pools, phase=program.phase(step)),
+        lambda state, key, step: program.train_step(state, key, pools, phase=program.phase(step, budget.train_steps)),
         replicate(program.init(k_init, pools), program.mesh),
         k_train,
-        num_steps=c.train_steps,
+        num_steps=budget.train_steps,
         name=name,
-        log_every=c.log_every,
+        log_every=c.log_every or budget.eval_every,
         evaluate=lambda state: program.evaluate(state.params, data.dev)[0],
-        eval_every=c.eval_every,
+        eval_every=budget.eval_every,
         eval_name="dev_accuracy",
         evals_after=len(data.test) / len(data.dev) + len(data.oov) / len(data.dev),
+        patience=c.patience,
+        patience_from=program.method.first_phase_steps(budget.train_steps, c),
         checkpointer=store.checkpointer(name),
         checkpoint_every=c.checkpoint_every,
         metrics_log=store.metrics_log(
@@ -94,13 +138,16 @@ def run_one(
         "method": program.name,
         "seed": seed,
         "target_dialogs": size,
+        "target_set": c.target_set,
         "test_response_accuracy": test[0],
         "test_dialog_accuracy": test[1],
         "oov_response_accuracy": oov[0],
         "oov_dialog_accuracy": oov[1],
         "dev_response_accuracy": result.best_score,
-        "train_steps": c.train_steps,
+        "train_steps": budget.train_steps,
+        "eval_every": budget.eval_every,
         "best_step": result.best_step,
+        "stopped_step": result.stopped_step,
         "resumed_from_step": result.resumed_from,
         "test_accuracy_by_kind": mean_by_kind(test_correct, data.test.kinds),
     }
@@ -142,13 +189,29 @@ def kind_accuracy_table(records: list[dict], group_keys: list[str]) -> str:
     return summary_table(rows, group_keys, [(f"kind_{k}", k, 100.0, 1) for k in names])
 
 
-def summarize(records: list[dict], weight_runs: list[dict], kinds: list[str], config: ml_collections.ConfigDict) -> str:
-    text = (
-        f"Personalized bAbI dialog task 5 (regenerated, small set) with bAbI dialog task 5 as related data; "
-        f"{config.train_steps} steps of batch {config.batch_size}, model selected on dev every "
-        f"{config.eval_every} steps; mean ± std over seeds.\n\n"
+STOP_COLUMNS = [("best_step", "best step", 1.0, 0), ("stopped_step", "stopped at step", 1.0, 0)]
+
+
+def budget_text(config: ml_collections.ConfigDict) -> str:
+    """The budget rule in words, for the summary's header."""
+    steps = f"{config.train_steps} steps" if config.train_steps else f"at most {config.max_epochs} epochs"
+    every = f"{config.eval_every} steps" if config.eval_every else f"{config.eval_epochs} epochs"
+    text = f"{steps} of batch {config.batch_size}, model selected on dev every {every}"
+    return text + (
+        f", early stopping after {config.patience} evaluations without improvement" if config.patience else ""
     )
-    text += summary_table(records, ["method", "target_dialogs"], SUMMARY_COLUMNS)
+
+
+def summarize(records: list[dict], weight_runs: list[dict], kinds: list[str], config: ml_collections.ConfigDict) -> str:
+    """The summary tables of a dialog workdir: accuracies (and, with early stopping, best and stopping
+    steps), the related examples' mean weight per kind of turn, and the per-kind test accuracy."""
+    target = "small set" if config.target_set == "small" else f"profile {config.target_set}"
+    text = (
+        f"Personalized bAbI dialog task 5 (regenerated, {target}) with bAbI dialog task 5 as related data; "
+        f"{budget_text(config)}; mean ± std over seeds.\n\n"
+    )
+    stops = STOP_COLUMNS if any("stopped_step" in r for r in records) else []
+    text += summary_table(records, ["method", "target_dialogs"], SUMMARY_COLUMNS + stops)
     if weight_runs:
         text += (
             "\nMean learned weight of the related examples by kind of bot turn (l2rw: recomputed at the "

@@ -4,7 +4,7 @@ r"""Runs the dialog launcher under named config variants (``configs/variants.py`
         [--reference=results/dialog] [--config.FIELD=VALUE ...]
 
 Each variant applies its changes (``VARIANTS[name]`` in ``experiments/dialog/configs/variants.py``) to
-``--config`` (default: the dialog default config, with any ``--config.FIELD`` overrides) and runs the
+``--config`` (default: ``configs/fixed_budget.py``, with any ``--config.FIELD`` overrides) and runs the
 launcher in ``DIR/NAME`` (an ordinary, resumable launcher workdir). ``DIR/summary.md`` holds one table of
 every variant's records, plus the records of ``--reference`` (a workdir run with ``--config`` itself) under
 the name ``default``.
@@ -84,6 +84,6 @@ if __name__ == "__main__":
     flags.DEFINE_string("reference", "", "A workdir run with the base config, shown as the 'default' rows.")
     run_launcher(
         lambda config, workdir: run(config, workdir, flags.FLAGS.variants, flags.FLAGS.reference or None),
-        train.DEFAULT_CONFIG,
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "fixed_budget.py"),
         "one launcher workdir per variant, and summary.md",
     )

@@ -51,6 +51,7 @@ EXAMPLE_KEYS = ("x", "flag", "y", "id")
 
 def validate_config(config: ml_collections.ConfigDict) -> list[str]:
     """Checks the config before any training; returns the list of methods."""
+    check_positive(config, ["train_steps", "log_every"])  # the ideal task has no rule of its own for 0
     methods = check_shared(config, list(METHODS))
     check_positive(config, ["num_classes", "input_dim", "num_target", "num_related", "num_test", "related_batch_size"])
     check_choices("weight_net_inputs", config.weight_net_inputs, NET_INPUTS)
@@ -189,7 +190,7 @@ def run_one(
     k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
     name = run_name(program.name, seed)
     result = train_loop(
-        lambda state, key, step: program.train_step(state, key, pools, phase=program.phase(step)),
+        lambda state, key, step: program.train_step(state, key, pools, phase=program.phase(step, c.train_steps)),
         replicate(program.init(k_init, pools), program.mesh),
         k_train,
         num_steps=c.train_steps,

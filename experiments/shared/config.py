@@ -78,12 +78,15 @@ def check_positive(config: ml_collections.ConfigDict, names: Iterable[str], pref
 def check_shared(config: ml_collections.ConfigDict, method_names: Sequence[str]) -> list[str]:
     """Checks the base config's fields; returns the methods to run."""
     methods = check_choices("methods", config.methods, method_names)
+    if config.train_steps < 0 or config.log_every < 0:
+        raise ConfigError(
+            f"config.train_steps and config.log_every must be >= 0 (0: the experiment's own rule), got "
+            f"{config.train_steps}, {config.log_every}"
+        )
     check_positive(
         config,
         [
             "num_seeds",
-            "train_steps",
-            "log_every",
             "checkpoint_every",
             "keep_checkpoints",
             "batch_size",

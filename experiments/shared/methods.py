@@ -100,9 +100,13 @@ class Method:
         """Whether the method has meta-parameters (and so fresh inner batches and logged weight means)."""
         return self.weights == "learned"
 
-    def phase(self, step: int, config: ml_collections.ConfigDict) -> str:
+    def first_phase_steps(self, train_steps: int, config: ml_collections.ConfigDict) -> int:
+        """Steps of the first phase of a two-phase method (``pretrain_fraction`` of ``train_steps``), else 0."""
+        return int(train_steps * config.pretrain_fraction) if self.finetune_batches else 0
+
+    def phase(self, step: int, train_steps: int, config: ml_collections.ConfigDict) -> str:
         """``"finetune"`` once a two-phase method has finished its first phase, else ``"main"``."""
-        if self.finetune_batches and step >= int(config.train_steps * config.pretrain_fraction):
+        if self.finetune_batches and step >= self.first_phase_steps(train_steps, config):
             return "finetune"
         return "main"
 

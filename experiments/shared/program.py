@@ -59,9 +59,9 @@ class Program(abc.ABC):
             return self.trainer.init(params)
         return self.trainer.init(params, self.weighting.init(k_meta, self.batch(pools, RELATED, k_meta)))
 
-    def phase(self, step: int) -> str:
-        """The method's phase at ``step`` (``Method.phase``)."""
-        return self.method.phase(step, self.config)
+    def phase(self, step: int, train_steps: int) -> str:
+        """The method's phase at ``step`` of a run of ``train_steps`` (``Method.phase``)."""
+        return self.method.phase(step, train_steps, self.config)
 
     def _train_step(self, state, key: jax.Array, pools: Pools, phase: str = "main"):
         c, method = self.config, self.method

@@ -36,6 +36,10 @@ _ADDED_FIELDS = {
     "outer_batch": "fresh",
     "fresh_inner_batches": False,
     "pretrain_fraction": 0.5,
+    "target_set": "small",
+    "max_epochs": 200,
+    "eval_epochs": 10,
+    "patience": 0,
 }
 
 

@@ -30,6 +30,6 @@ def summary_table(records: list[dict], group_keys: Sequence[str], columns: Seque
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, rows in groups.items():
         cells = [str(k) for k in key] + [str(len(rows))]
-        cells += [format_mean_std([r[c[0]] for r in rows], c[2], c[3]) for c in columns]
+        cells += [format_mean_std([r.get(c[0]) for r in rows], c[2], c[3]) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

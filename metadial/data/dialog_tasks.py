@@ -29,18 +29,26 @@ from metadial.data.babi_dialog import (
 
 PACKAGED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "files")
 TARGET_SPLITS = ("trn", "dev", "tst", "tst-OOV")
+PROFILES = ("female_elderly", "female_middle-aged", "female_young", "male_elderly", "male_middle-aged", "male_young")
+TARGET_SETS = ("small", *PROFILES)
 
 
-def data_paths(data_dir: str = "") -> dict[str, str]:
-    """The files of both tasks under ``data_dir`` (default: the copies shipped in the package)."""
+def data_paths(data_dir: str = "", target_set: str = "small") -> dict[str, str]:
+    """The files of both tasks under ``data_dir`` (default: the copies shipped in the package). The target
+    task's dialogs come from ``target_set``: ``small`` (mixed profiles, the published candidate set of all
+    profiles) or a profile of ``split-by-profile`` (that profile's dialogs and its published candidate set)."""
+    if target_set not in TARGET_SETS:
+        raise ValueError(f"target_set must be one of {', '.join(TARGET_SETS)}, got {target_set!r}")
     root = data_dir or PACKAGED_DATA
     personal = os.path.join(root, "personalized-dialog")
     babi = os.path.join(root, "dialog-bAbI-tasks")
+    folder = os.path.join(personal, "small" if target_set == "small" else os.path.join("split-by-profile", target_set))
     paths = {
-        f"target_{s}": os.path.join(personal, "small", f"personalized-dialog-task5-full-dialogs-{s}.txt")
-        for s in TARGET_SPLITS
+        f"target_{s}": os.path.join(folder, f"personalized-dialog-task5-full-dialogs-{s}.txt") for s in TARGET_SPLITS
     }
-    paths["target_candidates"] = os.path.join(personal, "personalized-dialog-candidates.txt")
+    paths["target_candidates"] = os.path.join(
+        folder if target_set != "small" else personal, "personalized-dialog-candidates.txt"
+    )
     paths["related_trn"] = os.path.join(babi, "dialog-babi-task5-full-dialogs-trn.txt")
     paths["related_candidates"] = os.path.join(babi, "dialog-babi-candidates.txt")
     return paths
@@ -94,9 +102,10 @@ class Corpus:
     candidate_texts: dict[str, list[str]]
 
 
-def load_corpus(data_dir: str = "", max_dialogs: int | None = None) -> Corpus:
-    """Parses both tasks (optionally only the first ``max_dialogs`` dialogs of each file, for smoke runs)."""
-    paths = data_paths(data_dir)
+def load_corpus(data_dir: str = "", max_dialogs: int | None = None, target_set: str = "small") -> Corpus:
+    """Parses both tasks, the target's from ``target_set`` (see ``data_paths``), optionally only the first
+    ``max_dialogs`` dialogs of each file (smoke runs)."""
+    paths = data_paths(data_dir, target_set)
     for p in paths.values():
         resolve(p)  # fail before parsing anything if a file is missing
     cands = {t: read_candidates(paths[f"{t}_candidates"]) for t in ("target", "related")}
@@ -167,6 +176,14 @@ def encode(corpus: Corpus, name: str, dialog_indices: np.ndarray | None = None) 
         arr("dialog_id"),
         cols["bot"],
     )
+
+
+def first_dialogs(num_available: int, num_dialogs: int) -> np.ndarray:
+    """The first ``num_dialogs`` dialogs of the file: the authors' target data of a profile (their
+    ``split_data.py`` keeps the first dialogs of the profile's training file)."""
+    if not 0 < num_dialogs <= num_available:
+        raise ValueError(f"target_dialogs must be in [1, {num_available}], got {num_dialogs}")
+    return np.arange(num_dialogs)
 
 
 def target_subset(num_available: int, num_dialogs: int, seed: int) -> np.ndarray:

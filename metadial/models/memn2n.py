@@ -172,4 +172,4 @@ def predict(model: MemN2N, params, batch, embeddings: tuple | None = None) -> ja
     logits = apply_model(
         model, params, text_emb, batch["memory"], batch["query"], cand_emb, batch["task"], method=MemN2N.scores
     )
-    return jnp.argmax(logits, -1)
+    return jax.lax.top_k(logits, 1)[1][:, 0]  # the argmax (first of ties), about twice as fast on CPU

@@ -1,6 +1,6 @@
 r"""Default configuration of the personalized-dialog experiment.
 
-python -m experiments.dialog --config=experiments/dialog/configs/default.py --workdir=results/dialog
+python -m experiments.dialog --workdir=DIR [--config.target_set=female_elderly] [--config.FIELD=VALUE ...]
 """
 
 import ml_collections
@@ -12,14 +12,23 @@ def get_config() -> ml_collections.ConfigDict:
     c = base_config()
     # data (data_dir "" = the copies shipped in metadial/data/files)
     c.data_dir = ""
-    c.target_dialogs = (50, 100, 250, 1000)  # an int or a list; nested subsets of small/ train per seed
+    # the target's dialogs: "small" (mixed profiles; seeded nested training subsets, the candidates of all
+    # profiles) or a profile of split-by-profile (its first target_dialogs training dialogs, its candidates)
+    c.target_set = "small"
+    c.target_dialogs = (50, 100, 250, 1000)  # an int or a list
     c.max_dialogs = 0  # > 0 keeps only the first N dialogs of every file (smoke runs)
     # runs
     c.methods = ("target_only", "union", "pretrain_finetune", "l2rw", "meta_table", "meta_net")
     c.num_seeds = 3
-    c.train_steps = 3000
-    c.eval_every = 500  # dev evaluation for model selection (best dev per-response accuracy)
-    c.log_every = c.get_ref("eval_every")  # logged with every dev evaluation
+    # budget, as the authors: at most 200 epochs of the run's target data, dev evaluation every 10 epochs,
+    # the best dev per-response accuracy selects the model; early stopping after `patience` evaluations
+    # without improvement (0: none). train_steps / eval_every > 0 give them in steps instead.
+    c.train_steps = 0
+    c.max_epochs = 200
+    c.eval_every = 0
+    c.eval_epochs = 10
+    c.patience = 5
+    c.log_every = 0  # 0: with every dev evaluation
     c.eval_batch_size = 256
     c.checkpoint_every = 500
     # model (MemN2N) and optimizer

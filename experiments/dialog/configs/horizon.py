@@ -6,11 +6,11 @@ r"""The horizon diagnostic: the dialog config's model and optimizer, trained as 
 
 import ml_collections
 
-from experiments.dialog.configs import default
+from experiments.dialog.configs import fixed_budget
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = default.get_config()
+    c = fixed_budget.get_config()
     c.methods = ("union",)  # the run that is probed and split (the diagnostic always trains union)
     c.target_dialogs = (100,)  # one size
     c.num_seeds = 3

@@ -1,4 +1,5 @@
-r"""Named variants of the dialog config: ``get_config("NAME")`` is the default config with that variant's changes.
+r"""Named variants of the fixed-budget dialog config: ``get_config("NAME")`` is ``fixed_budget.py`` with that
+variant's changes.
 
 python -m experiments.dialog.variants --variants=raw_weights,inner_steps_2 --workdir=results/dialog_variants
 python -m experiments.dialog --config=experiments/dialog/configs/variants.py:raw_weights --workdir=DIR
@@ -6,7 +7,7 @@ python -m experiments.dialog --config=experiments/dialog/configs/variants.py:raw
 
 import ml_collections
 
-from experiments.dialog.configs import default
+from experiments.dialog.configs import fixed_budget
 
 VARIANTS: dict[str, dict] = {
     # the authors' research code: a real related step, then a real target step; no target in the look-ahead
@@ -26,6 +27,6 @@ VARIANTS: dict[str, dict] = {
 def get_config(name: str) -> ml_collections.ConfigDict:
     if name not in VARIANTS:
         raise ValueError(f"no variant {name!r}; variants: {', '.join(VARIANTS)}")
-    c = default.get_config()
+    c = fixed_budget.get_config()
     c.update(VARIANTS[name])
     return c

@@ -1,0 +1,134 @@
+r"""The converged dialog sweep: every method on each profile's target data and on ``small/``, one command.
+
+    python -m experiments.dialog.sweep --workdir=results/dialog_sweep [--config.FIELD=VALUE ...] \
+        [--parts=profiles,small_100,small_1000]
+
+Parts (each an ordinary, resumable launcher workdir under ``DIR/<part>/<target_set>``):
+
+* ``profiles``: ``target_dialogs=100`` on each of the six profiles of ``split-by-profile`` (the authors'
+  setting: the first 100 training dialogs of the profile, its dev and test sets and candidates), one seed each:
+  the profiles are the replicates;
+* ``small_100`` and ``small_1000``: 100 and 1000 dialogs of ``small/``, 3 seeds.
+
+Every run uses the config's budget rule (default: at most 200 epochs, dev evaluation every 10 epochs, early
+stopping after 5 evaluations without improvement). ``DIR/summary.md`` holds: per profile, test per-response
+accuracy of every method; mean ± std over profiles; each method's paired difference to ``union`` per profile
+(mean, std, wins out of 6); when each run stopped; and the small-set tables.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import ml_collections
+import numpy as np
+from absl import flags
+
+from experiments.dialog import train
+from experiments.shared.cli import report, run_launcher
+from experiments.shared.config import ConfigError, as_list
+from experiments.shared.tables import format_mean_std, summary_table
+from metadial.data.dialog_tasks import PROFILES
+from metadial.io import atomic_write_text
+
+PARTS: dict[str, list[tuple[str, dict]]] = {
+    "profiles": [(p, dict(target_set=p, target_dialogs=(100,), num_seeds=1)) for p in PROFILES],
+    "small_100": [("small", dict(target_set="small", target_dialogs=(100,), num_seeds=3))],
+    "small_1000": [("small", dict(target_set="small", target_dialogs=(1000,), num_seeds=3))],
+}
+
+
+def part_configs(config: ml_collections.ConfigDict, parts: list[str]) -> list[tuple[str, ml_collections.ConfigDict]]:
+    """``(workdir relative to DIR, config)`` of every launcher run of ``parts``, each config checked."""
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise ConfigError(f"--parts: {', '.join(unknown) or 'nothing'} not known; parts: {', '.join(PARTS)}")
+    out = []
+    for part in parts:
+        for name, changes in PARTS[part]:
+            c = copy.deepcopy(config)
+            c.update(changes)
+            train.validate_config(c)
+            out.append((os.path.join(part, name), c))
+    return out
+
+
+def profile_tables(records: list[dict], methods: list[str]) -> str:
+    """Per profile test accuracy, mean ± std over profiles, and the paired difference to ``union``."""
+    acc = {(r["method"], r["target_set"]): 100 * r["test_response_accuracy"] for r in records}
+    profiles = [p for p in PROFILES if any((m, p) in acc for m in methods)]
+    text = "Test per-response accuracy (%) per profile (100 target dialogs, one seed):\n\n"
+    text += "| method | " + " | ".join(profiles) + " | mean ± std |\n|---|" + "---|" * (len(profiles) + 1) + "\n"
+    for m in methods:
+        values = [acc.get((m, p)) for p in profiles]
+        cells = [f"{v:.1f}" if v is not None else "–" for v in values]
+        text += (
+            f"| {m} | "
+            + " | ".join(cells)
+            + f" | {format_mean_std([v / 100 if v is not None else None for v in values], 100, 1)} |\n"
+        )
+    if "union" in methods:
+        text += (
+            "\nPaired difference to `union` (percentage points; > 0: better than `union`), over the profiles "
+            "where both ran:\n\n| method | mean | std | wins / profiles |\n|---|---|---|---|\n"
+        )
+        for m in methods:
+            if m == "union":
+                continue
+            diffs = [acc[(m, p)] - acc[("union", p)] for p in profiles if (m, p) in acc and ("union", p) in acc]
+            if diffs:
+                text += (
+                    f"| {m} | {np.mean(diffs):+.2f} | {np.std(diffs):.2f} | "
+                    f"{sum(d > 0 for d in diffs)} / {len(diffs)} |\n"
+                )
+    return text
+
+
+STOP_TABLE_COLUMNS = [
+    ("best_step", "best step", 1.0, 0),
+    ("stopped_step", "stopped at step", 1.0, 0),
+    ("train_steps", "budget (steps)", 1.0, 0),
+    ("wall_seconds", "seconds", 1.0, 0),
+]
+
+
+def summarize(results: dict[str, list[dict]], config: ml_collections.ConfigDict) -> str:
+    """The sweep's tables from each part's records (``results``: part -> records)."""
+    methods = as_list(config.methods)
+    text = f"Converged dialog sweep: {train.budget_text(config)}; related data bAbI dialog task 5.\n\n"
+    if results.get("profiles"):
+        text += profile_tables(results["profiles"], methods)
+        text += "\nWhen each run stopped (steps; mean ± std over profiles):\n\n"
+        text += summary_table(results["profiles"], ["method"], STOP_TABLE_COLUMNS)
+    for part in ("small_100", "small_1000"):
+        if results.get(part):
+            text += f"\n`small/`, {part.split('_')[1]} target dialogs, mean ± std over seeds:\n\n"
+            text += summary_table(
+                results[part],
+                ["method", "target_dialogs"],
+                [c for c in train.SUMMARY_COLUMNS if not c[0].endswith("dialog_accuracy")] + train.STOP_COLUMNS,
+            )
+    return text
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, parts: list[str]) -> str:
+    runs = part_configs(config, parts)  # every part's config is checked before any data is read
+    results: dict[str, list[dict]] = {}
+    for sub, c in runs:
+        records = train.run(c, os.path.join(workdir, sub))
+        results.setdefault(sub.split(os.sep)[0], []).extend(records)
+    text = summarize(results, config)
+    path = os.path.join(workdir, "summary.md")
+    atomic_write_text(path, text)
+    report([path], text)
+    return text
+
+
+if __name__ == "__main__":
+    flags.DEFINE_list("parts", list(PARTS), f"Parts of the sweep to run, from: {', '.join(PARTS)}.")
+    run_launcher(
+        lambda config, workdir: run(config, workdir, flags.FLAGS.parts),
+        train.DEFAULT_CONFIG,
+        "one launcher workdir per part and target set, and summary.md",
+    )
