@@ -192,6 +192,7 @@ def train_loop(
     if start and stopping(start, int(best["step"])):  # the run had already stopped early before it was resumed
         stopped = start
         logging.info("%s: stopped early at step %d (best step %d)", name, start, int(best["step"]))
+    stopping_early = False
     for step in range(start, stopped):
         t0 = time.time()
         if step == start:
@@ -224,7 +225,7 @@ def train_loop(
             if score > float(best["score"]):
                 best = {"state": state, "score": np.asarray(score, np.float64), "step": np.asarray(s, np.int64)}
             if stopping(s, int(best["step"])) and not at_end:  # early stop: log and checkpoint this step, then end
-                stopped = s
+                stopped, stopping_early = s, True
                 logging_now = True
                 saving = checkpointer is not None
         t_other = time.time()
@@ -250,7 +251,7 @@ def train_loop(
                 )
             checkpointer.save(s, {"state": state, "best": best})
         other_seconds, num_other = other_seconds + time.time() - t_other, num_other + 1
-        if stopped == s:
+        if stopping_early:
             logging.info(
                 "%s: stopped early at step %d: %d evaluations without a better %s than step %d's",
                 name,
