@@ -1,7 +1,7 @@
 r"""The converged dialog sweep: every method on each profile's target data and on ``small/``, one command.
 
     python -m experiments.dialog.sweep --workdir=results/dialog_sweep [--config.FIELD=VALUE ...] \
-        [--parts=profiles,small_100,small_1000]
+        [--parts=profiles,small_100,small_1000] [--summarize_only]
 
 Parts (each an ordinary, resumable launcher workdir under ``DIR/<part>/<target_set>``):
 
@@ -30,7 +30,7 @@ from experiments.shared.cli import report, run_launcher
 from experiments.shared.config import ConfigError, as_list
 from experiments.shared.tables import format_mean_std, summary_table
 from metadial.data.dialog_tasks import PROFILES
-from metadial.io import atomic_write_text
+from metadial.io import atomic_write_text, read_json
 
 PARTS: dict[str, list[tuple[str, dict]]] = {
     "profiles": [(p, dict(target_set=p, target_dialogs=(100,), num_seeds=1)) for p in PROFILES],
@@ -112,23 +112,41 @@ def summarize(results: dict[str, list[dict]], config: ml_collections.ConfigDict)
     return text
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, parts: list[str]) -> str:
-    runs = part_configs(config, parts)  # every part's config is checked before any data is read
+def finished_records(workdir: str, runs: list[tuple[str, ml_collections.ConfigDict]]) -> dict[str, list[dict]]:
+    """The finished records of every part under ``workdir`` (part -> records), as far as they have run."""
     results: dict[str, list[dict]] = {}
-    for sub, c in runs:
-        records = train.run(c, os.path.join(workdir, sub))
-        results.setdefault(sub.split(os.sep)[0], []).extend(records)
-    text = summarize(results, config)
+    for sub, _ in runs:
+        path = os.path.join(workdir, sub, "results.json")
+        results.setdefault(sub.split(os.sep)[0], []).extend(read_json(path) if os.path.exists(path) else [])
+    return results
+
+
+def write_summary(config: ml_collections.ConfigDict, workdir: str, runs: list) -> tuple[str, str]:
+    """Writes ``workdir/summary.md`` from the finished runs; returns its path and text."""
+    text = summarize(finished_records(workdir, runs), config)
     path = os.path.join(workdir, "summary.md")
     atomic_write_text(path, text)
+    return path, text
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, parts: list[str], summarize_only: bool = False) -> str:
+    """Runs the launcher for every target set of ``parts`` (resumable; the summary is rewritten after each),
+    or, with ``summarize_only``, only rewrites the summary from the runs finished so far."""
+    runs = part_configs(config, parts)  # every part's config is checked before any data is read
+    if not summarize_only:
+        for sub, c in runs:
+            train.run(c, os.path.join(workdir, sub))
+            write_summary(config, workdir, runs)
+    path, text = write_summary(config, workdir, runs)
     report([path], text)
     return text
 
 
 if __name__ == "__main__":
     flags.DEFINE_list("parts", list(PARTS), f"Parts of the sweep to run, from: {', '.join(PARTS)}.")
+    flags.DEFINE_bool("summarize_only", False, "Only rewrite DIR/summary.md from the runs finished so far.")
     run_launcher(
-        lambda config, workdir: run(config, workdir, flags.FLAGS.parts),
+        lambda config, workdir: run(config, workdir, flags.FLAGS.parts, flags.FLAGS.summarize_only),
         train.DEFAULT_CONFIG,
         "one launcher workdir per part and target set, and summary.md",
     )

@@ -1,0 +1,30 @@
+"""The converged sweep's parts and tables (experiments/dialog/sweep.py), on records made up for the test."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments.dialog import sweep
+from experiments.dialog.configs.default import get_config
+from metadial.data.dialog_tasks import PROFILES
+
+
+def test_parts_are_checked_launcher_configs():
+    runs = sweep.part_configs(get_config(), ["profiles", "small_100"])
+    assert [sub for sub, _ in runs] == [f"profiles/{p}" for p in PROFILES] + ["small_100/small"]
+    assert all(c.target_dialogs == (100,) for _, c in runs)
+    assert [c.num_seeds for _, c in runs] == [1] * 6 + [3] and runs[0][1].target_set == PROFILES[0]
+    with pytest.raises(ValueError, match="--parts: nope not known; parts: profiles, small_100, small_1000"):
+        sweep.part_configs(get_config(), ["nope"])
+
+
+def test_profile_tables_pair_each_method_with_union_per_profile():
+    acc = {"union": [0.70, 0.72, 0.74], "meta_net": [0.71, 0.71, 0.76]}
+    records = [
+        {"method": m, "target_set": p, "test_response_accuracy": a}
+        for m, values in acc.items()
+        for p, a in zip(PROFILES, values)
+    ]
+    text = sweep.profile_tables(records, ["union", "meta_net"])
+    assert "| union | 70.0 | 72.0 | 74.0 | 72.0 ± 1.6 |" in text
+    assert "| meta_net | +0.67 | 1.25 | 2 / 3 |" in text  # differences +1, -1, +2 points
