@@ -11,26 +11,9 @@ from metadial.data.ideal import make_ideal_task
 
 @pytest.mark.parametrize("corruption", ["uniform", "shift"])
 def test_generator_corrupts_exactly_the_requested_fraction(corruption):
-    task = make_ideal_task(
-        jax.random.key(0),
-        num_classes=4,
-        input_dim=5,
-        num_target=30,
-        num_related=400,
-        num_test=50,
-        corrupt_fraction=0.75,
-        corruption=corruption,
-    )
-    clean = make_ideal_task(
-        jax.random.key(0),
-        num_classes=4,
-        input_dim=5,
-        num_target=30,
-        num_related=400,
-        num_test=50,
-        corrupt_fraction=0.0,
-        corruption=corruption,
-    )
+    sizes = dict(num_classes=4, input_dim=5, num_target=30, num_related=400, num_test=50, corruption=corruption)
+    task = make_ideal_task(jax.random.key(0), corrupt_fraction=0.75, **sizes)
+    clean = make_ideal_task(jax.random.key(0), corrupt_fraction=0.0, **sizes)
     r = task.related
     assert (~r["correct"]).sum() == 300
     np.testing.assert_array_equal(r["flag"], r["correct"].astype(np.float32))
