@@ -28,3 +28,16 @@ def test_profile_tables_pair_each_method_with_union_per_profile():
     text = sweep.profile_tables(records, ["union", "meta_net"])
     assert "| union | 70.0 | 72.0 | 74.0 | 72.0 ± 1.6 |" in text
     assert "| meta_net | +0.67 | 1.25 | 2 / 3 |" in text  # differences +1, -1, +2 points
+
+
+def test_budget_hits_names_the_runs_that_used_the_whole_budget():
+    records = [
+        {"method": "union", "target_set": PROFILES[0], "seed": 0, "stopped_step": 900, "train_steps": 1000},
+        {"method": "meta_net", "target_set": PROFILES[1], "seed": 0, "stopped_step": 1000, "train_steps": 1000},
+    ]
+    assert sweep.budget_hits(records) == (
+        "Early stopping ended 1 of 2 runs; these ran to the end of the budget, so they are not shown to have "
+        f"converged: meta_net ({PROFILES[1]}, seed 0).\n"
+    )
+    assert sweep.budget_hits(records[:1]) == "Early stopping ended 1 of 1 runs.\n"
+    assert sweep.budget_hits(records[1:]).startswith("Early stopping ended none of the 1 runs: each ran to the end")

@@ -10,8 +10,8 @@ Parts (each an ordinary, resumable launcher workdir under ``DIR/<part>/<target_s
   the profiles are the replicates;
 * ``small_100`` and ``small_1000``: 100 and 1000 dialogs of ``small/``, 3 seeds.
 
-Every run uses the config's budget rule (default: at most 200 epochs, dev evaluation every 10 epochs, early
-stopping after 5 evaluations without improvement). ``DIR/summary.md`` holds: per profile, test per-response
+Every run uses the config's budget rule (default: dev evaluation every 10 epochs, early stopping after 5
+evaluations without improvement, at most 1000 epochs). ``DIR/summary.md`` holds: per profile, test per-response
 accuracy of every method; mean ± std over profiles; each method's paired difference to ``union`` per profile
 (mean, std, wins out of 6); when each run stopped; and the small-set tables.
 """
@@ -93,6 +93,24 @@ STOP_TABLE_COLUMNS = [
 ]
 
 
+def budget_hits(records: list[dict]) -> str:
+    """One sentence: how many runs early stopping ended, and which ran to the end of the budget (not shown to
+    have converged)."""
+    if not records:
+        return ""
+    full = [r for r in records if r["stopped_step"] >= r["train_steps"]]
+    text = f"Early stopping ended {len(records) - len(full)} of {len(records)} runs"
+    if not full:
+        return text + ".\n"
+    if len(full) == len(records):
+        return (
+            f"Early stopping ended none of the {len(records)} runs: each ran to the end of the budget, so none "
+            "is shown to have converged.\n"
+        )
+    names = ", ".join(f"{r['method']} ({r['target_set']}, seed {r['seed']})" for r in full)
+    return text + f"; these ran to the end of the budget, so they are not shown to have converged: {names}.\n"
+
+
 def summarize(results: dict[str, list[dict]], config: ml_collections.ConfigDict) -> str:
     """The sweep's tables from each part's records (``results``: part -> records)."""
     methods = as_list(config.methods)
@@ -101,6 +119,7 @@ def summarize(results: dict[str, list[dict]], config: ml_collections.ConfigDict)
         text += profile_tables(results["profiles"], methods)
         text += "\nWhen each run stopped (steps; mean ± std over profiles):\n\n"
         text += summary_table(results["profiles"], ["method"], STOP_TABLE_COLUMNS)
+        text += "\n" + budget_hits(results["profiles"])
     for part in ("small_100", "small_1000"):
         if results.get(part):
             text += f"\n`small/`, {part.split('_')[1]} target dialogs, mean ± std over seeds:\n\n"
@@ -109,6 +128,7 @@ def summarize(results: dict[str, list[dict]], config: ml_collections.ConfigDict)
                 ["method", "target_dialogs"],
                 [c for c in train.SUMMARY_COLUMNS if not c[0].endswith("dialog_accuracy")] + train.STOP_COLUMNS,
             )
+            text += "\n" + budget_hits(results[part])
     return text
 
 
