@@ -139,6 +139,7 @@ def run_one(
         "seed": seed,
         "target_dialogs": size,
         "target_set": c.target_set,
+        "estimator": c.estimator if program.method.meta else None,
         "test_response_accuracy": test[0],
         "test_dialog_accuracy": test[1],
         "oov_response_accuracy": oov[0],

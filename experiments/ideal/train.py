@@ -206,6 +206,7 @@ def run_one(
     record = {
         "method": program.name,
         "seed": seed,
+        "estimator": c.estimator if program.method.meta else None,
         "test_accuracy": test_acc,
         "weight_auc": None,
         "mean_weight_correct": None,

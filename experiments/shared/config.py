@@ -12,6 +12,7 @@ from typing import Any
 import ml_collections
 
 OUTER_BATCHES = ("fresh", "target")  # the outer loss's target batch: a second draw, or the inner step's own
+ESTIMATORS = ("lookahead", "implicit")  # metadial.estimators.Lookahead, Implicit
 
 
 class ConfigError(ValueError):
@@ -41,6 +42,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.meta_learning_rate = 1e-3  # meta_net's weighting network (Adam)
     c.table_meta_learning_rate = 0.1  # meta_table's per-example logits (Adam, per row)
     c.normalize_weights = True  # sum(w l) / sum(w) over the related batch; False: mean(w l)
+    # how the meta-gradient is estimated (metadial.estimators): "lookahead" (K simulated steps, below) or
+    # "implicit" (online implicit differentiation, SOBA: the hypergradient at the inner solution)
+    c.estimator = "lookahead"
+    c.implicit_learning_rate = 0.005  # implicit: step size of v towards (H + damping) v = grad outer
+    c.implicit_damping = 0.01  # implicit: added to the Hessian's diagonal
     c.inner_steps = 1  # K simulated steps of the look-ahead
     c.target_in_inner = True  # the simulated step also sees the target batch
     c.fresh_inner_batches = False  # True: the K simulated steps each draw new batches (a longer horizon)
@@ -102,6 +108,17 @@ def check_shared(config: ml_collections.ConfigDict, method_names: Sequence[str])
         raise ConfigError(f"config.grad_clip must be >= 0 (0 disables clipping), got {config.grad_clip}")
     if not 0.0 < config.pretrain_fraction < 1.0:
         raise ConfigError(f"config.pretrain_fraction must be in (0, 1), got {config.pretrain_fraction}")
+    check_choices("estimator", config.estimator, ESTIMATORS)
+    if config.estimator != "lookahead" and (config.inner_steps != 1 or config.fresh_inner_batches):
+        raise ConfigError(
+            f"config.inner_steps and config.fresh_inner_batches are settings of the lookahead estimator; with "
+            f"config.estimator={config.estimator!r} leave them at 1 and False"
+        )
+    if config.implicit_learning_rate <= 0 or config.implicit_damping < 0:
+        raise ConfigError(
+            f"config.implicit_learning_rate must be positive and config.implicit_damping >= 0, got "
+            f"{config.implicit_learning_rate}, {config.implicit_damping}"
+        )
     if config.outer_batch not in OUTER_BATCHES:
         raise ConfigError(f"config.outer_batch must be one of {', '.join(OUTER_BATCHES)}, got {config.outer_batch!r}")
     return methods

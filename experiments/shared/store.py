@@ -40,6 +40,9 @@ _ADDED_FIELDS = {
     "max_epochs": 200,
     "eval_epochs": 10,
     "patience": 0,
+    "estimator": "lookahead",
+    "implicit_learning_rate": 0.005,
+    "implicit_damping": 0.01,
 }
 
 
