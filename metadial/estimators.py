@@ -10,6 +10,8 @@ Estimators differ in how far ahead they look:
 * :class:`Lookahead` simulates ``K`` optax updates of the model from its current parameters and
   differentiates the outer loss at the simulated parameters exactly (second order, through the optimizer).
   Its horizon is ``K`` steps.
+* :class:`Trajectory` runs ``T`` real training steps in one jitted segment and differentiates the outer loss at
+  its end through them; the weighting is updated once per segment. Its horizon is ``T`` real steps.
 * :class:`Implicit` estimates the hypergradient at the inner problem's *solution* by the implicit function
   theorem, online (SOBA, Dagréou et al., 2022): a parameter-shaped vector ``v`` is moved one step per meta
   step towards the solution of ``(H + damping I) v = grad_theta F``, ``H`` the Hessian of ``G`` in theta, and
@@ -110,6 +112,10 @@ class MetaGradient(flax.struct.PyTreeNode):
 
 class Estimator(abc.ABC):
     """Estimates the meta-gradient of the weighting parameters (see the module docstring)."""
+
+    # > 0: the estimator differentiates through this many *real* steps, so one call of the step makes that many
+    # model updates (on batches stacked along a leading axis) and one meta update (``Trajectory``)
+    real_steps: int = 0
 
     def init(self, params: PyTree) -> PyTree:
         """The estimator's state for a model with ``params`` (carried from step to step)."""
@@ -327,3 +333,32 @@ class Implicit(Estimator):
         grads = jax.tree.map(jnp.negative, mixed)
         metrics = {"v_norm": optax.tree.norm(v), "v_residual_norm": optax.tree.norm(residual)}
         return MetaGradient(outer, grads, new_v, metrics)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trajectory(Estimator):
+    """The meta-gradient through the last ``real_steps`` *real* training steps (a horizon of ``real_steps``).
+
+    One call of ``MetaReweighting.step`` takes target and related batches stacked along a leading axis of
+    length ``real_steps`` (and one outer batch), makes that many real model updates inside one ``lax.scan``
+    with the weights of the current weighting parameters, differentiates the outer loss at the segment's end
+    with respect to those parameters through all of the updates, and updates them once. With ``remat`` (the
+    default) each step's activations are recomputed in the backward pass, so memory grows with
+    ``real_steps`` only by one copy of the parameters and optimizer state per step.
+    """
+
+    real_steps: int = 100
+    remat: bool = True
+
+    def __post_init__(self):
+        if self.real_steps < 1:
+            raise ValueError(f"Trajectory.real_steps must be >= 1, got {self.real_steps}")
+
+    def meta_gradient(self, problem, params, opt_state, meta_params, state, target_batch, related_batch, outer_batch):
+        raise NotImplementedError(
+            "Trajectory differentiates through the real updates themselves: call MetaReweighting.step with "
+            f"target and related batches stacked along a leading axis of real_steps={self.real_steps}"
+        )
+
+    def meta_update_batch(self, related_batch):
+        return merge_stack(related_batch)

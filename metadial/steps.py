@@ -76,6 +76,8 @@ class PlainTrainer:
     def init(self, params: PyTree) -> TrainState:
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.optimizer.init(params))
 
+    steps_per_call = 1  # model updates per call of ``step``
+
     def step(self, state: TrainState, *batches: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         if not batches:
             raise ValueError("PlainTrainer.step needs at least one batch")
@@ -151,6 +153,11 @@ class MetaReweighting:
     def __post_init__(self):
         if self.real_update not in REAL_UPDATES:
             raise ValueError(f"real_update must be one of {', '.join(REAL_UPDATES)}, got {self.real_update!r}")
+
+    @property
+    def steps_per_call(self) -> int:
+        """Model updates per call of ``step``: 1, or the real steps of a ``Trajectory`` segment."""
+        return max(self.estimator.real_steps, 1)
 
     @property
     def problem(self) -> Problem:
@@ -243,6 +250,8 @@ class MetaReweighting:
     def step(
         self, state: MetaState, target_batch: Batch, related_batch: Batch, outer_batch: Batch
     ) -> tuple[MetaState, dict[str, jax.Array]]:
+        if self.estimator.real_steps:
+            return self.segment_step(state, target_batch, related_batch, outer_batch)
         weighting, weights, meta_metrics = self.meta_update(
             state.params, state.opt_state, state.weighting, target_batch, related_batch, outer_batch
         )
@@ -250,6 +259,50 @@ class MetaReweighting:
         params, opt_state, loss = self.model_update(state.params, state.opt_state, weights, target_batch, related_batch)
         new_state = MetaState(step=state.step + 1, params=params, opt_state=opt_state, weighting=weighting)
         return new_state, {"train_loss": loss, **meta_metrics}
+
+    def segment_step(
+        self, state: MetaState, target_batches: Batch, related_batches: Batch, outer_batch: Batch
+    ) -> tuple[MetaState, dict[str, jax.Array]]:
+        """``estimator.real_steps`` real updates (batch ``k`` of the stacks at update ``k``), then one meta update
+        with the gradient of the outer loss at the end through all of them (``metadial.estimators.Trajectory``)."""
+        num_steps = self.estimator.real_steps
+        check_stacked(num_steps, target_batches, related_batches)
+
+        def one_step(carry, batches):
+            params, opt_state, meta_params = carry
+            target_batch, related_batch = batches
+            weights = self.weighting.weights(meta_params, related_batch)
+            params, opt_state, loss = self.model_update(params, opt_state, weights, target_batch, related_batch)
+            return (params, opt_state, meta_params), (loss, jnp.mean(weights))
+
+        if getattr(self.estimator, "remat", False):
+            one_step = jax.checkpoint(one_step)
+
+        def outer_after_segment(meta_params):
+            (params, opt_state, _), per_step = jax.lax.scan(
+                one_step, (state.params, state.opt_state, meta_params), (target_batches, related_batches)
+            )
+            return self.problem.outer_loss(params, outer_batch), (params, opt_state, per_step)
+
+        (outer, (params, opt_state, (losses, mean_weights))), grads = jax.value_and_grad(
+            outer_after_segment, has_aux=True
+        )(state.meta_params)
+        meta_params, meta_opt_state = self.weighting.apply_meta_update(
+            self.meta_optimizer,
+            grads,
+            state.weighting.meta_opt_state,
+            state.meta_params,
+            self.estimator.meta_update_batch(related_batches),
+        )
+        weighting = WeightingState(meta_params, meta_opt_state, state.weighting.estimator_state)
+        new_state = MetaState(step=state.step + num_steps, params=params, opt_state=opt_state, weighting=weighting)
+        metrics = {
+            "train_loss": jnp.mean(losses),
+            "outer_loss": outer,
+            "mean_weight": jnp.mean(mean_weights),
+            "meta_grad_norm": optax.tree.norm(grads),
+        }
+        return new_state, metrics
 
     def jit_step(self) -> Callable:
         return jax.jit(self.step)
@@ -271,6 +324,8 @@ class LearningToReweight:
     optimizer: optax.GradientTransformation
     target_in_update: bool = True
     lookahead: optax.GradientTransformation = dataclasses.field(default_factory=lambda: optax.sgd(1.0))
+
+    steps_per_call = 1  # model updates per call of ``step``
 
     def init(self, params: PyTree) -> TrainState:
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.optimizer.init(params))

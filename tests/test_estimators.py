@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +12,10 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from metadial import MetaReweighting, MLPScorer, NetWeighting, TableWeighting
-from metadial.estimators import Implicit, Lookahead
+from metadial.estimators import Implicit, Lookahead, Trajectory
+from metadial.steps import stack_batches
+from tests import tiny
+from tests.test_meta_gradient import central_difference, rel_err, setup
 
 NUM_FEATURES, NUM_RELATED, NUM_TARGET = 3, 12, 8
 
@@ -112,7 +117,9 @@ def test_implicit_damping_solves_the_damped_system():
         np.testing.assert_allclose(v, np.linalg.solve(hessian + 0.5 * np.eye(flat.size), grad_outer), rtol=1e-9)
 
 
-@pytest.mark.parametrize("estimator", [Lookahead(2), Implicit()], ids=["lookahead", "implicit"])
+@pytest.mark.parametrize(
+    "estimator", [Lookahead(2), Implicit(), Trajectory(3)], ids=["lookahead", "implicit", "trajectory"]
+)
 def test_every_estimator_traces_once(estimator):
     traces = []
 
@@ -127,13 +134,18 @@ def test_every_estimator_traces_once(estimator):
     )
     params = {"w": jnp.zeros(NUM_FEATURES), "b": jnp.zeros(())}
     state = learner.init(params, weighting.init(jax.random.key(1), related))
+    if estimator.real_steps:  # a segment of real steps takes stacked batches
+        target, related = (
+            stack_batches([target] * estimator.real_steps),
+            stack_batches([related] * estimator.real_steps),
+        )
     step = learner.jit_step()
     state, _ = step(state, target, related, outer)
     after_first = len(traces)
     for _ in range(4):
         state, metrics = step(state, target, related, outer)
     assert len(traces) == after_first > 0
-    assert int(state.step) == 5 and np.isfinite(float(metrics["meta_grad_norm"]))
+    assert int(state.step) == 5 * max(estimator.real_steps, 1) and np.isfinite(float(metrics["meta_grad_norm"]))
 
 
 def test_implicit_settings_are_checked():
@@ -141,3 +153,47 @@ def test_implicit_settings_are_checked():
         Implicit(learning_rate=0.0)
     with pytest.raises(ValueError, match="damping must be >= 0"):
         Implicit(damping=-0.1)
+
+
+@pytest.mark.parametrize("kind", ["table", "net"])
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
+def test_trajectory_meta_gradient_matches_finite_differences_through_five_real_steps(kind, optimizer_name):
+    """The step's meta-gradient is d/dlam of the outer loss after T = 5 real updates with the weights of lam,
+    and its new parameters are those 5 ordinary updates with the weights held fixed."""
+    num_steps = 5
+    with jax.enable_x64(True):
+        learner, state, (_, _, outer) = setup(kind, optimizer_name, 1)
+        learner = dataclasses.replace(learner, estimator=Trajectory(num_steps))
+        pairs = [tiny.make_batches(10 + k)[:2] for k in range(num_steps)]
+        targets, relateds = stack_batches([t for t, _ in pairs]), stack_batches([r for _, r in pairs])
+        new_state, metrics = jax.jit(learner.step)(state, targets, relateds, outer)  # meta optimizer: sgd(1.0)
+        step_grad = -(ravel_pytree(new_state.meta_params)[0] - ravel_pytree(state.meta_params)[0])
+
+        def outer_after(meta_params, params=state.params, opt_state=state.opt_state):
+            for t, r in pairs:
+                w = learner.weighting.weights(meta_params, r)
+                params, opt_state, _ = learner.model_update(params, opt_state, w, t, r)
+            return learner.problem.outer_loss(params, outer)
+
+        fd = central_difference(outer_after, state.meta_params)
+        assert np.abs(fd).max() > 1e-6
+        assert rel_err(step_grad, fd) <= 1e-4
+        np.testing.assert_allclose(float(metrics["outer_loss"]), float(outer_after(state.meta_params)), rtol=1e-12)
+        params, opt_state = state.params, state.opt_state
+        for t, r in pairs:
+            w = learner.weighting.weights(state.meta_params, r)
+            params, opt_state, _ = learner.model_update(params, opt_state, w, t, r)
+        tiny.assert_trees_close((new_state.params, new_state.opt_state), (params, opt_state), rtol=1e-10, atol=1e-12)
+        assert int(new_state.step) == int(state.step) + num_steps
+
+
+def test_trajectory_needs_stacked_batches_and_has_no_per_step_meta_update():
+    with jax.enable_x64(True):
+        learner, state, (target, related, outer) = setup("net", "sgd", 1)
+    learner = dataclasses.replace(learner, estimator=Trajectory(3))
+    with pytest.raises(ValueError, match="leading axis of length"):
+        learner.step(state, target, related, outer)
+    with pytest.raises(NotImplementedError, match="stacked along a leading axis of real_steps=3"):
+        learner.meta_update(state.params, state.opt_state, state.weighting, target, related, outer)
+    with pytest.raises(ValueError, match="real_steps must be >= 1"):
+        Trajectory(0)

@@ -68,11 +68,14 @@ class Budget:
     patience: int
 
     @classmethod
-    def of(cls, config: ml_collections.ConfigDict, num_target_examples: int) -> Budget:
+    def of(cls, config: ml_collections.ConfigDict, num_target_examples: int, steps_per_call: int = 1) -> Budget:
+        """The budget of ``config`` for a run on ``num_target_examples``; with ``steps_per_call > 1`` (a
+        trajectory segment) both step counts are rounded up to multiples of it."""
         per_epoch = num_target_examples / config.batch_size
         train_steps = config.train_steps or math.ceil(config.max_epochs * per_epoch)
         eval_every = config.eval_every or math.ceil(config.eval_epochs * per_epoch)
-        return cls(train_steps, min(eval_every, train_steps), per_epoch, config.patience)
+        up = lambda n: -(-n // steps_per_call) * steps_per_call
+        return cls(up(train_steps), up(min(eval_every, train_steps)), per_epoch, config.patience)
 
     def describe(self, first_phase_steps: int = 0) -> str:
         text = (
@@ -103,7 +106,7 @@ def run_one(
     returns its record and the related examples' weights. ``data`` is on the program's mesh."""
     c = program.config
     target_train = data.target_train(size, seed)
-    budget = Budget.of(c, int(target_train["answer"].shape[0]))
+    budget = Budget.of(c, int(target_train["answer"].shape[0]), program.steps_per_call)
     pools = data.train_pools(replicate(target_train, program.mesh))
     k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
     name = run_name(program.name, size, seed)
@@ -128,6 +131,7 @@ def run_one(
             name, {"method": program.name, "target_dialogs": size, "seed": seed}, c.tensorboard
         ),
         log_metrics=(lambda state: program.kind_means(state, pools, data)) if program.method.meta else None,
+        steps_per_call=program.steps_per_call,
     )
     best_state = result.best_state
     logging.info("%s: test and OOV evaluation of the step-%d parameters (best dev)", name, result.best_step)

@@ -56,6 +56,11 @@ def validate_config(config: ml_collections.ConfigDict) -> list[str]:
     check_positive(config, ["num_classes", "input_dim", "num_target", "num_related", "num_test", "related_batch_size"])
     check_choices("weight_net_inputs", config.weight_net_inputs, NET_INPUTS)
     check_choices("corruption", config.corruption, CORRUPTIONS)
+    if config.estimator == "trajectory" and config.train_steps % config.trajectory_steps:
+        raise ConfigError(
+            f"config.train_steps={config.train_steps} must be a multiple of config.trajectory_steps="
+            f"{config.trajectory_steps} with the trajectory estimator"
+        )
     if not 0.0 <= config.corrupt_fraction < 1.0:
         raise ConfigError(f"config.corrupt_fraction must be in [0, 1), got {config.corrupt_fraction}")
     return methods
@@ -200,6 +205,7 @@ def run_one(
         checkpoint_every=c.checkpoint_every,
         metrics_log=store.metrics_log(name, {"method": program.name, "seed": seed}, c.tensorboard),
         log_metrics=(lambda state: program.weight_means(state, pools)) if program.method.meta else None,
+        steps_per_call=program.steps_per_call,
     )
     state = result.state
     test_acc = float(accuracy(program.module, state.params, program.inputs_fn(data.test), data.test["y"]))

@@ -12,7 +12,7 @@ from typing import Any
 import ml_collections
 
 OUTER_BATCHES = ("fresh", "target")  # the outer loss's target batch: a second draw, or the inner step's own
-ESTIMATORS = ("lookahead", "implicit")  # metadial.estimators.Lookahead, Implicit
+ESTIMATORS = ("lookahead", "implicit", "trajectory")  # metadial.estimators.Lookahead, Implicit, Trajectory
 
 
 class ConfigError(ValueError):
@@ -42,11 +42,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.meta_learning_rate = 1e-3  # meta_net's weighting network (Adam)
     c.table_meta_learning_rate = 0.1  # meta_table's per-example logits (Adam, per row)
     c.normalize_weights = True  # sum(w l) / sum(w) over the related batch; False: mean(w l)
-    # how the meta-gradient is estimated (metadial.estimators): "lookahead" (K simulated steps, below) or
-    # "implicit" (online implicit differentiation, SOBA: the hypergradient at the inner solution)
+    # how the meta-gradient is estimated (metadial.estimators): "lookahead" (K simulated steps, below),
+    # "implicit" (online implicit differentiation, SOBA: the hypergradient at the inner solution) or
+    # "trajectory" (through the last trajectory_steps real steps; one meta update per segment)
     c.estimator = "lookahead"
     c.implicit_learning_rate = 0.005  # implicit: step size of v towards (H + damping) v = grad outer
     c.implicit_damping = 0.01  # implicit: added to the Hessian's diagonal
+    c.trajectory_steps = 100  # trajectory: real steps per segment (the run's steps are rounded to a multiple)
     c.inner_steps = 1  # K simulated steps of the look-ahead
     c.target_in_inner = True  # the simulated step also sees the target batch
     c.fresh_inner_batches = False  # True: the K simulated steps each draw new batches (a longer horizon)
@@ -100,6 +102,7 @@ def check_shared(config: ml_collections.ConfigDict, method_names: Sequence[str])
             "meta_learning_rate",
             "table_meta_learning_rate",
             "inner_steps",
+            "trajectory_steps",
         ],
     )
     if config.seed < 0:

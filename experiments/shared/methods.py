@@ -14,7 +14,7 @@ from typing import Any
 import ml_collections
 import optax
 
-from metadial.estimators import Estimator, Implicit, Lookahead
+from metadial.estimators import Estimator, Implicit, Lookahead, Trajectory
 from metadial.steps import LearningToReweight, MetaReweighting, PlainTrainer
 from metadial.weighting import TableWeighting, Weighting
 
@@ -56,6 +56,8 @@ def estimator(config: ml_collections.ConfigDict, remat: bool = False) -> Estimat
     """The meta-gradient estimator of ``config.estimator``."""
     if config.estimator == "implicit":
         return Implicit(config.implicit_learning_rate, config.implicit_damping)
+    if config.estimator == "trajectory":
+        return Trajectory(config.trajectory_steps)
     return Lookahead(config.inner_steps, config.target_in_inner, config.fresh_inner_batches, remat)
 
 

@@ -41,6 +41,7 @@ class Program(abc.ABC):
         self.trainer, self.weighting = method.build(TrainerParts(loss_fn, config, num_related, weight_net, remat))
         self.mesh = data_mesh()
         check_batch_size(config.batch_size, self.mesh)
+        self.steps_per_call: int = self.trainer.steps_per_call  # model updates per call of train_step
         self.train_step = jax.jit(self._train_step, static_argnames="phase")
 
     @abc.abstractmethod
@@ -72,7 +73,14 @@ class Program(abc.ABC):
             batches[RELATED] = self.batch(pools, method.related_pool, k_r)
         if OUTER in names:
             batches[OUTER] = batches[TARGET] if c.outer_batch == "target" else self.batch(pools, TARGET, k_o)
-        if method.meta and c.fresh_inner_batches:
+        if self.steps_per_call > 1:
+            # a segment of real steps (Trajectory): one target and related batch per step, one outer batch
+            k_more = jax.random.split(jax.random.fold_in(key, 2), 2 * (self.steps_per_call - 1))
+            batches[TARGET] = stack_batches([batches[TARGET]] + [self.batch(pools, TARGET, k) for k in k_more[0::2]])
+            batches[RELATED] = stack_batches(
+                [batches[RELATED]] + [self.batch(pools, method.related_pool, k) for k in k_more[1::2]]
+            )
+        elif method.meta and c.fresh_inner_batches:
             # the look-ahead's later steps draw batches of their own; the real update uses batch 0
             k_more = jax.random.split(jax.random.fold_in(key, 1), 2 * (c.inner_steps - 1))
             batches[TARGET] = stack_batches([batches[TARGET]] + [self.batch(pools, TARGET, k) for k in k_more[0::2]])

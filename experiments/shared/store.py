@@ -43,6 +43,7 @@ _ADDED_FIELDS = {
     "estimator": "lookahead",
     "implicit_learning_rate": 0.005,
     "implicit_damping": 0.01,
+    "trajectory_steps": 100,
 }
 
 
