@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import optax
 
 from metadial.optim import optax_update
+from metadial.sampling import IMPORTANCE
 from metadial.weighting import Batch, PyTree, Weighting
 
 LossFn = Callable[[PyTree, Batch], jax.Array]
@@ -66,9 +67,12 @@ def inner_objective(
     include_target: bool,
     normalize: bool,
 ) -> jax.Array:
-    """The weighted related loss, plus the mean target loss when ``include_target``."""
+    """The weighted related loss, plus the mean target loss when ``include_target``. A related batch drawn by
+    weight (``metadial.sampling``) carries importance factors under ``IMPORTANCE``; they multiply the weights."""
     related_losses = loss_fn(params, related_batch)
     _check_losses(related_losses)
+    if IMPORTANCE in related_batch:
+        weights = weights * related_batch[IMPORTANCE]
     loss = weighted_mean(related_losses, weights, normalize)
     if include_target:
         loss = loss + mean_loss(loss_fn, params, target_batch)

@@ -92,14 +92,19 @@ def test_published_dialog_tables_match_their_results():
         assert published_block(notes, name) == (folder / "summary.md").read_text().strip("\n"), name
 
 
-@pytest.mark.parametrize("estimator", ["implicit", "trajectory"])
-def test_long_horizon_estimators_run_in_the_dialog_launcher(tmp_path, estimator):
-    """meta_net with each long-horizon estimator trains, evaluates and records its estimator; a trajectory
-    segment of 2 real steps makes the 4-step budget two calls."""
-    config = smoke_config(methods=("meta_net",), estimator=estimator, trajectory_steps=2, tensorboard=False)
+@pytest.mark.parametrize(
+    "estimator, sampling", [("implicit", "uniform"), ("trajectory", "uniform"), ("lookahead", "weighted")]
+)
+def test_estimators_and_weighted_sampling_run_in_the_dialog_launcher(tmp_path, estimator, sampling):
+    """meta_net with each long-horizon estimator, and with weight-aware sampling, trains, evaluates and records
+    its choices; a trajectory segment of 2 real steps makes the 4-step budget two calls."""
+    config = smoke_config(
+        methods=("meta_net",), estimator=estimator, trajectory_steps=2, related_sampling=sampling, tensorboard=False
+    )
     train.run(config, str(tmp_path))
     (record,) = json.loads((tmp_path / "results.json").read_text())
-    assert record["estimator"] == estimator and 0.0 <= record["test_response_accuracy"] <= 1.0
+    assert (record["estimator"], record["related_sampling"]) == (estimator, sampling)
+    assert 0.0 <= record["test_response_accuracy"] <= 1.0
     assert record["stopped_step"] == record["train_steps"] == 4
     steps = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")]
     assert steps == [2, 4]

@@ -132,9 +132,18 @@ class IdealProgram(Program):
         if self.method.weights == "recomputed":  # built once: a jit made per call would recompile per seed
             self.l2rw_weights = jax.jit(self.trainer.example_weights)
 
-    def batch(self, pools: Pools, pool: str, key: jax.Array) -> Batch:
-        size = self.config.batch_size if pool == "target" else self.config.related_batch_size
-        return shard_batch(sample(pools[pool], key, size), self.mesh)
+    def batch_size(self, pool: str) -> int:
+        return self.config.batch_size if pool == "target" else self.config.related_batch_size
+
+    def pool_size(self, pools: Pools, pool: str) -> int:
+        return pools[pool]["y"].shape[0]
+
+    def batch_at(self, pools: Pools, pool: str, idx: jax.Array) -> Batch:
+        return shard_batch({k: v[idx] for k, v in pools[pool].items()}, self.mesh)
+
+    def all_related_weights(self, state, pools: Pools) -> jax.Array:
+        assert self.weighting is not None
+        return self.weighting.weights(state.meta_params, pools["related"])
 
     def init_params(self, key: jax.Array, batch: Batch) -> Any:
         return self.module.init(key, self.inputs_fn(batch))
@@ -195,7 +204,7 @@ def run_one(
     k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
     name = run_name(program.name, seed)
     result = train_loop(
-        lambda state, key, step: program.train_step(state, key, pools, phase=program.phase(step, c.train_steps)),
+        program.step_fn(pools, c.train_steps),
         replicate(program.init(k_init, pools), program.mesh),
         k_train,
         num_steps=c.train_steps,
@@ -213,6 +222,7 @@ def run_one(
         "method": program.name,
         "seed": seed,
         "estimator": c.estimator if program.method.meta else None,
+        "related_sampling": c.related_sampling if program.method.meta else None,
         "test_accuracy": test_acc,
         "weight_auc": None,
         "mean_weight_correct": None,

@@ -12,6 +12,7 @@ from typing import Any
 import ml_collections
 
 OUTER_BATCHES = ("fresh", "target")  # the outer loss's target batch: a second draw, or the inner step's own
+RELATED_SAMPLING = ("uniform", "weighted")
 ESTIMATORS = ("lookahead", "implicit", "trajectory")  # metadial.estimators.Lookahead, Implicit, Trajectory
 
 
@@ -49,6 +50,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.implicit_learning_rate = 0.005  # implicit: step size of v towards (H + damping) v = grad outer
     c.implicit_damping = 0.01  # implicit: added to the Hessian's diagonal
     c.trajectory_steps = 100  # trajectory: real steps per segment (the run's steps are rounded to a multiple)
+    # related batches of meta methods: "uniform", or "weighted" (drawn with probability (1 - share) * w / sum(w)
+    # + share / N, with importance factors that keep the objective; metadial.sampling), the probabilities
+    # recomputed from all related weights every sampling_every steps
+    c.related_sampling = "uniform"
+    c.sampling_uniform_share = 0.1
+    c.sampling_every = 100
     c.inner_steps = 1  # K simulated steps of the look-ahead
     c.target_in_inner = True  # the simulated step also sees the target batch
     c.fresh_inner_batches = False  # True: the K simulated steps each draw new batches (a longer horizon)
@@ -103,6 +110,7 @@ def check_shared(config: ml_collections.ConfigDict, method_names: Sequence[str])
             "table_meta_learning_rate",
             "inner_steps",
             "trajectory_steps",
+            "sampling_every",
         ],
     )
     if config.seed < 0:
@@ -121,6 +129,14 @@ def check_shared(config: ml_collections.ConfigDict, method_names: Sequence[str])
         raise ConfigError(
             f"config.implicit_learning_rate must be positive and config.implicit_damping >= 0, got "
             f"{config.implicit_learning_rate}, {config.implicit_damping}"
+        )
+    check_choices("related_sampling", config.related_sampling, RELATED_SAMPLING)
+    if not 0.0 < config.sampling_uniform_share <= 1.0:
+        raise ConfigError(f"config.sampling_uniform_share must be in (0, 1], got {config.sampling_uniform_share}")
+    if config.related_sampling == "weighted" and config.checkpoint_every % config.sampling_every:
+        raise ConfigError(
+            f"config.checkpoint_every={config.checkpoint_every} must be a multiple of config.sampling_every="
+            f"{config.sampling_every} with weighted sampling (so a resumed run draws what the uninterrupted one did)"
         )
     if config.outer_batch not in OUTER_BATCHES:
         raise ConfigError(f"config.outer_batch must be one of {', '.join(OUTER_BATCHES)}, got {config.outer_batch!r}")

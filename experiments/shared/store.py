@@ -44,6 +44,9 @@ _ADDED_FIELDS = {
     "implicit_learning_rate": 0.005,
     "implicit_damping": 0.01,
     "trajectory_steps": 100,
+    "related_sampling": "uniform",
+    "sampling_uniform_share": 0.1,
+    "sampling_every": 100,
 }
 
 
