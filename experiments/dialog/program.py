@@ -58,6 +58,9 @@ class DialogProgram(Program):
     def batch_at(self, pools: Pools, pool: str, idx: jax.Array) -> Batch:
         return shard_batch(gather_batch(pools[pool], idx, self.memory_size), self.mesh, unsharded=SHARED_KEYS)
 
+    def target_groups(self, pools: Pools) -> np.ndarray:
+        return np.asarray(pools["target"]["dialog"])  # held-out folds keep whole dialogs
+
     def all_related_weights(self, state, pools: Pools) -> jax.Array:
         n = self.pool_size(pools, "related")
         return jnp.asarray(self.related_weights(state, jax.random.key(0), pools, n))

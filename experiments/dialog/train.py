@@ -113,7 +113,7 @@ def run_one(
     logging.info("%s: %s", name, budget.describe(program.method.first_phase_steps(budget.train_steps, c)))
     start = time.time()
     result = train_loop(
-        program.step_fn(pools, budget.train_steps),
+        program.step_fn(pools, budget.train_steps, seed),
         replicate(program.init(k_init, pools), program.mesh),
         k_train,
         num_steps=budget.train_steps,
@@ -145,6 +145,7 @@ def run_one(
         "target_set": c.target_set,
         "estimator": c.estimator if program.method.meta else None,
         "related_sampling": c.related_sampling if program.method.meta else None,
+        "meta_holdout": c.meta_holdout if program.takes_outer_batch else None,
         "test_response_accuracy": test[0],
         "test_dialog_accuracy": test[1],
         "oov_response_accuracy": oov[0],

@@ -204,7 +204,7 @@ def run_one(
     k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
     name = run_name(program.name, seed)
     result = train_loop(
-        program.step_fn(pools, c.train_steps),
+        program.step_fn(pools, c.train_steps, seed),
         replicate(program.init(k_init, pools), program.mesh),
         k_train,
         num_steps=c.train_steps,
@@ -223,6 +223,7 @@ def run_one(
         "seed": seed,
         "estimator": c.estimator if program.method.meta else None,
         "related_sampling": c.related_sampling if program.method.meta else None,
+        "meta_holdout": c.meta_holdout if program.takes_outer_batch else None,
         "test_accuracy": test_acc,
         "weight_auc": None,
         "mean_weight_correct": None,

@@ -56,6 +56,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.related_sampling = "uniform"
     c.sampling_uniform_share = 0.1
     c.sampling_every = 100
+    # the outer loss on held-out target data: meta_holdout of the target training dialogs/examples (in
+    # round(1 / meta_holdout) seeded folds) serve only the outer loss; 0 keeps the outer loss on training data.
+    # The held-out fold rotates every meta_holdout_rotation steps (0: never, so the model never sees it)
+    c.meta_holdout = 0.0
+    c.meta_holdout_rotation = 0
     c.inner_steps = 1  # K simulated steps of the look-ahead
     c.target_in_inner = True  # the simulated step also sees the target batch
     c.fresh_inner_batches = False  # True: the K simulated steps each draw new batches (a longer horizon)
@@ -138,6 +143,13 @@ def check_shared(config: ml_collections.ConfigDict, method_names: Sequence[str])
             f"config.checkpoint_every={config.checkpoint_every} must be a multiple of config.sampling_every="
             f"{config.sampling_every} with weighted sampling (so a resumed run draws what the uninterrupted one did)"
         )
+    if not 0.0 <= config.meta_holdout < 1.0 or config.meta_holdout_rotation < 0:
+        raise ConfigError(
+            f"config.meta_holdout must be in [0, 1) and config.meta_holdout_rotation >= 0, got "
+            f"{config.meta_holdout}, {config.meta_holdout_rotation}"
+        )
+    if config.meta_holdout > 0 and config.outer_batch == "target":
+        raise ConfigError("config.meta_holdout > 0 draws the outer batch from held-out data; set outer_batch='fresh'")
     if config.outer_batch not in OUTER_BATCHES:
         raise ConfigError(f"config.outer_batch must be one of {', '.join(OUTER_BATCHES)}, got {config.outer_batch!r}")
     return methods

@@ -47,6 +47,8 @@ _ADDED_FIELDS = {
     "related_sampling": "uniform",
     "sampling_uniform_share": 0.1,
     "sampling_every": 100,
+    "meta_holdout": 0.0,
+    "meta_holdout_rotation": 0,
 }
 
 
