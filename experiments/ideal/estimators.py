@@ -6,7 +6,9 @@ sampling related examples, against ``oracle`` and ``union``, at two corruption l
 
 Each cell is an ordinary, resumable launcher workdir ``DIR/corrupt_<pct>/<name>`` (``baselines``:
 ``oracle`` and ``union``; ``<estimator>-<sampling>``: ``meta_net``). ``trajectory`` uses segments of
-``TRAJECTORY_STEPS`` real steps (the 4000-step run makes 200 meta updates). ``DIR/summary.md`` holds test
+``TRAJECTORY_STEPS`` real steps (the 4000-step run makes 200 meta updates). The ``...-holdout`` cells take the
+outer loss on a held-out quarter of the target data (``meta_holdout``): a fixed fold the model never trains on, or
+a fold that rotates every ``HOLDOUT_ROTATION`` steps. ``DIR/summary.md`` holds test
 accuracy (mean ± std over seeds) per cell and level, each cell's seed-to-seed spread relative to the oracle's,
 and the paired difference to the oracle. What each estimator costs per step is measured by
 ``python -m experiments.ideal.bench`` (``bench.json``, ``estimators``).
@@ -29,6 +31,7 @@ from metadial.io import atomic_write_text, read_json
 
 CORRUPT_FRACTIONS = (0.75, 0.9)
 TRAJECTORY_STEPS = 20
+HOLDOUT, HOLDOUT_ROTATION = 0.25, 100  # the held-out cells: a quarter of the target data, fixed or rotating
 
 
 def cells(config: ml_collections.ConfigDict) -> list[tuple[str, str, ml_collections.ConfigDict]]:
@@ -36,7 +39,8 @@ def cells(config: ml_collections.ConfigDict) -> list[tuple[str, str, ml_collecti
     out = []
     for fraction in CORRUPT_FRACTIONS:
         level = f"corrupt_{round(100 * fraction)}"
-        variants = [("baselines", dict(methods=("oracle", "union")))]
+        # every cell names its estimator and sampling, so the cells do not depend on the config's defaults
+        variants = [("baselines", dict(methods=("oracle", "union"), estimator="lookahead", related_sampling="uniform"))]
         variants += [
             (
                 f"{e}-{s}",
@@ -45,6 +49,20 @@ def cells(config: ml_collections.ConfigDict) -> list[tuple[str, str, ml_collecti
             for e in ESTIMATORS
             for s in RELATED_SAMPLING
         ]
+        for e, s in (("lookahead", "uniform"), ("implicit", "weighted")):
+            for suffix, rotation in (("holdout", 0), ("holdout-rotating", HOLDOUT_ROTATION)):
+                variants.append(
+                    (
+                        f"{e}-{s}-{suffix}",
+                        dict(
+                            methods=("meta_net",),
+                            estimator=e,
+                            related_sampling=s,
+                            meta_holdout=HOLDOUT,
+                            meta_holdout_rotation=rotation,
+                        ),
+                    )
+                )
         for name, changes in variants:
             c = copy.deepcopy(config)
             c.update(dict(changes, corrupt_fraction=fraction))
@@ -54,7 +72,14 @@ def cells(config: ml_collections.ConfigDict) -> list[tuple[str, str, ml_collecti
 
 
 def _row_name(name: str, method: str) -> str:
-    return method if name == "baselines" else f"meta_net, {name.replace('-', ', ')}"
+    if name == "baselines":
+        return method
+    parts = name.split("-")
+    text = f"meta_net, {parts[0]}, {parts[1]}"
+    if len(parts) > 2:
+        rotation = f"fold rotating every {HOLDOUT_ROTATION} steps" if len(parts) > 3 else "fixed fold"
+        text += f", outer loss on {HOLDOUT:.0%} held out ({rotation})"
+    return text
 
 
 def summarize(results: dict[tuple[str, str], list[dict]]) -> str:
