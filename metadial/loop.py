@@ -147,6 +147,7 @@ def train_loop(
     checkpoint_every: int = 0,
     metrics_log: MetricsLog | None = None,
     log_metrics: Callable[[Any], dict[str, float]] | None = None,
+    steps_per_call: int = 1,
 ) -> LoopResult:
     """Runs ``train_step(state, fold_in(key, step), step)`` for ``num_steps`` steps.
 
@@ -160,7 +161,18 @@ def train_loop(
     ``patience_from`` on, that do not beat the best score (e.g. ``patience_from``: where the last phase of a
     two-phase method starts). The count follows from the best step and the current one, so a resumed run stops
     where the uninterrupted one did.
+
+    With ``steps_per_call > 1`` each call of ``train_step`` makes that many steps (e.g. a segment of real steps
+    that ``metadial.estimators.Trajectory`` differentiates through), gets the key of its first step, and
+    logging, evaluation and checkpoints happen after the call in which their interval's multiple falls;
+    ``num_steps``, ``eval_every`` and ``patience_from`` must then be multiples of ``steps_per_call``.
     """
+    for what, value in (("num_steps", num_steps), ("eval_every", eval_every), ("patience_from", patience_from)):
+        if steps_per_call < 1 or value % steps_per_call:
+            raise ValueError(f"{what}={value} must be a multiple of steps_per_call={steps_per_call} (>= 1)")
+
+    def reached(s: int, every: int) -> bool:  # whether the call that ended at step s passed a multiple of every
+        return every > 0 and s // every > (s - steps_per_call) // every
 
     def stale_evaluations(s: int, best_step: int) -> int:
         first = max(best_step + 1, patience_from)  # evaluations at steps >= first count against patience
@@ -170,8 +182,7 @@ def train_loop(
         return (
             evaluate is not None
             and patience > 0
-            and eval_every > 0
-            and s % eval_every == 0
+            and reached(s, eval_every)
             and stale_evaluations(s, best_step) >= patience
         )
 
@@ -193,22 +204,22 @@ def train_loop(
         stopped = start
         logging.info("%s: stopped early at step %d (best step %d)", name, start, int(best["step"]))
     stopping_early = False
-    for step in range(start, stopped):
+    for step in range(start, stopped, steps_per_call):
         t0 = time.time()
         if step == start:
             logging.info("%s: compiling the training step", name)
         state, metrics = train_step(state, jax.random.fold_in(key, step), step)
         if step == start:
             jax.block_until_ready(state)
-            logging.info("%s: compiled and ran step %d in %.1fs", name, step + 1, time.time() - t0)
+            logging.info("%s: compiled and ran step %d in %.1fs", name, step + steps_per_call, time.time() - t0)
         else:
-            steps_timed += 1
-        s = step + 1
+            steps_timed += steps_per_call
+        s = step + steps_per_call
         at_end = s == num_steps
 
-        logging_now = s % log_every == 0 or at_end
-        evaluating = evaluate is not None and (s % eval_every == 0 or at_end)
-        saving = checkpointer is not None and checkpoint_every > 0 and (s % checkpoint_every == 0 or at_end)
+        logging_now = reached(s, log_every) or at_end
+        evaluating = evaluate is not None and (reached(s, eval_every) or at_end)
+        saving = checkpointer is not None and checkpoint_every > 0 and (reached(s, checkpoint_every) or at_end)
         if not (logging_now or evaluating or saving):
             if step != start:
                 step_seconds += time.time() - t0

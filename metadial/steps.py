@@ -17,10 +17,40 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metadial.estimators import (
+    Estimator,
+    Lookahead,
+    LossFn,
+    MetaGradient,
+    Problem,
+    check_stacked,
+    first_of_stack,
+    inner_objective,
+    mean_loss,
+    merge_stack,
+    optimizer_steps,
+    weighted_mean,
+)
 from metadial.optim import optax_update
 from metadial.weighting import Batch, PyTree, Weighting
 
-LossFn = Callable[[PyTree, Batch], jax.Array]
+__all__ = [
+    "REAL_UPDATES",
+    "LearningToReweight",
+    "MetaReweighting",
+    "MetaState",
+    "PlainTrainer",
+    "TrainState",
+    "WeightingState",
+    "check_stacked",
+    "first_of_stack",
+    "inner_objective",
+    "mean_loss",
+    "merge_stack",
+    "optimizer_steps",
+    "stack_batches",
+    "weighted_mean",
+]
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -31,115 +61,9 @@ class TrainState(flax.struct.PyTreeNode):
     opt_state: PyTree
 
 
-class MetaState(flax.struct.PyTreeNode):
-    """Model and weighting parameters, both optimizer states."""
-
-    step: jax.Array
-    params: PyTree
-    opt_state: PyTree
-    meta_params: PyTree
-    meta_opt_state: PyTree
-
-
-def weighted_mean(losses: jax.Array, weights: jax.Array, normalize: bool) -> jax.Array:
-    """``mean(w * l)``, or ``sum(w * l) / sum(w)`` when ``normalize`` (as in learning-to-reweight)."""
-    if normalize:
-        return jnp.sum(weights * losses) / jnp.sum(weights)
-    return jnp.mean(weights * losses)
-
-
-def mean_loss(loss_fn: LossFn, params: PyTree, batch: Batch) -> jax.Array:
-    return jnp.mean(loss_fn(params, batch))
-
-
-def _check_losses(losses: jax.Array) -> None:
-    if losses.ndim != 1:
-        raise ValueError(f"loss_fn must return per-example losses of shape (B,), got shape {losses.shape}")
-
-
-def inner_objective(
-    loss_fn: LossFn,
-    params: PyTree,
-    weights: jax.Array,
-    target_batch: Batch,
-    related_batch: Batch,
-    include_target: bool,
-    normalize: bool,
-) -> jax.Array:
-    """The weighted related loss, plus the mean target loss when ``include_target``."""
-    related_losses = loss_fn(params, related_batch)
-    _check_losses(related_losses)
-    loss = weighted_mean(related_losses, weights, normalize)
-    if include_target:
-        loss = loss + mean_loss(loss_fn, params, target_batch)
-    return loss
-
-
-def optimizer_steps(
-    loss_fn: LossFn,
-    optimizer: optax.GradientTransformation,
-    params: PyTree,
-    opt_state: PyTree,
-    weights: jax.Array,
-    target_batch: Batch,
-    related_batch: Batch,
-    *,
-    num_steps: int = 1,
-    include_target: bool = False,
-    normalize: bool = False,
-    remat: bool = False,
-    stacked: bool = False,
-) -> tuple[PyTree, PyTree]:
-    """``num_steps`` optax updates on the inner objective, differentiable in ``weights``.
-
-    By default every step uses the same batches and ``(B,)`` weights. With ``stacked``, ``weights`` is
-    ``(num_steps, B)`` and every leaf of both batches has a leading ``num_steps`` axis: step ``k`` uses
-    batch ``k``. ``remat`` recomputes each step's activations in the backward pass (``jax.checkpoint``)."""
-
-    def one_step(carry, xs):
-        p, s = carry
-        w, t, r = xs
-        grads = jax.grad(inner_objective, argnums=1)(loss_fn, p, w, t, r, include_target, normalize)
-        return optax_update(optimizer, grads, s, p), None
-
-    if remat:
-        one_step = jax.checkpoint(one_step)
-    if stacked:
-        _check_stacked(num_steps, weights, target_batch, related_batch)
-        (params, opt_state), _ = jax.lax.scan(
-            one_step, (params, opt_state), (weights, target_batch, related_batch), length=num_steps
-        )
-        return params, opt_state
-    same = lambda carry, _: one_step(carry, (weights, target_batch, related_batch))
-    if num_steps == 1:
-        (params, opt_state), _ = same((params, opt_state), None)
-        return params, opt_state
-    (params, opt_state), _ = jax.lax.scan(same, (params, opt_state), None, length=num_steps)
-    return params, opt_state
-
-
-def _check_stacked(num_steps: int, *trees: PyTree) -> None:
-    for leaf in jax.tree.leaves(trees):
-        if leaf.ndim == 0 or leaf.shape[0] != num_steps:
-            raise ValueError(
-                f"with fresh inner batches every batch leaf needs a leading axis of length "
-                f"inner_steps={num_steps}, got a leaf of shape {leaf.shape}"
-            )
-
-
 def stack_batches(batches: Sequence[Batch]) -> Batch:
     """Batches of equal shapes stacked along a new leading axis (the input of ``fresh_inner_batches``)."""
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *batches)
-
-
-def first_of_stack(batch: Batch) -> Batch:
-    """Batch 0 of a stack of batches (leading axis)."""
-    return jax.tree.map(lambda x: x[0], batch)
-
-
-def merge_stack(batch: Batch) -> Batch:
-    """A stack of ``K`` batches of ``B`` examples as one batch of ``K * B``."""
-    return jax.tree.map(lambda x: jnp.reshape(x, (-1, *x.shape[2:])), batch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +75,8 @@ class PlainTrainer:
 
     def init(self, params: PyTree) -> TrainState:
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.optimizer.init(params))
+
+    steps_per_call = 1  # model updates per call of ``step``
 
     def step(self, state: TrainState, *batches: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         if not batches:
@@ -168,127 +94,213 @@ class PlainTrainer:
         return jax.jit(self.step)
 
 
+class WeightingState(flax.struct.PyTreeNode):
+    """The weighting's side of a meta-learning run: its parameters, their optimizer state, the estimator's
+    state (e.g. ``v`` of :class:`metadial.estimators.Implicit`)."""
+
+    meta_params: PyTree
+    meta_opt_state: PyTree
+    estimator_state: PyTree
+
+
+class MetaState(flax.struct.PyTreeNode):
+    """Model parameters and optimizer state, and the weighting's state."""
+
+    step: jax.Array
+    params: PyTree
+    opt_state: PyTree
+    weighting: WeightingState
+
+    @property
+    def meta_params(self) -> PyTree:
+        return self.weighting.meta_params
+
+
+REAL_UPDATES = ("joint", "related", "alternate")
+
+
 @dataclasses.dataclass(frozen=True)
 class MetaReweighting:
-    """Meta-learned per-example weights of the related task (one step = meta update + model update).
+    """Meta-learned per-example weights of the related task: a meta update of the weighting, then the model's
+    real update with the new weights.
 
-    Each ``step(state, target_batch, related_batch, outer_batch)``:
+    ``meta_update(params, opt_state, weighting_state, target, related, outer)`` asks the ``estimator``
+    (:mod:`metadial.estimators`: ``Lookahead`` by default, ``Implicit``) for the gradient of the outer loss
+    (mean target loss on ``outer``) with respect to the weighting's parameters, applies ``meta_optimizer``
+    through the weighting scheme, and returns the new :class:`WeightingState`, the related batch's new weights
+    and metrics. It does not touch the model, so the weights can feed any training loop (e.g. a flax
+    ``TrainState.apply_gradients`` on the weighted loss; see the README).
 
-    1. simulates ``inner_steps`` optax updates of the model on ``w * related loss`` (plus the target loss
-       if ``target_in_inner``), with ``w = weighting.weights(meta_params, related_batch)``;
-    2. takes the outer loss = mean target loss on ``outer_batch`` at the simulated parameters, and its exact
-       (second-order) gradient w.r.t. the meta-parameters through the optax updates;
-    3. updates the meta-parameters with ``meta_optimizer`` (via the weighting scheme);
-    4. makes the model's real update with the new weights on the weighted related loss, plus the target
-       loss if ``target_in_update``; with ``separate_target_step`` (the authors' research code) the real
-       update is on the weighted related loss alone and is followed by a second optax update on the mean
-       target loss of ``target_batch`` (``target_in_update`` is then ignored).
+    ``model_update`` is the real update, one of ``REAL_UPDATES``:
 
-    With ``fresh_inner_batches`` the look-ahead runs over ``inner_steps`` different batches instead of
-    repeating one: ``target_batch`` and ``related_batch`` then carry a leading ``inner_steps`` axis,
-    simulated step ``k`` uses batch ``k`` (weighted by the weights of its own related batch), and the real
-    update (4.) uses batch 0 only.
+    * ``"joint"``: one optax update on the weighted related loss plus the mean target loss;
+    * ``"related"``: one optax update on the weighted related loss alone;
+    * ``"alternate"``: an update on the weighted related loss, then one on the mean target loss (the authors'
+      research code).
 
-    With Adam as the inner optimizer, use ``eps_root > 0`` (e.g. ``optax.adam(lr, eps_root=1e-8)``):
-    ``sqrt`` has an infinite derivative at 0, so parameters with zero gradient make NaN meta-gradients.
+    ``step(state, target, related, outer)`` is both, on a :class:`MetaState`. ``normalize`` makes the weighted
+    loss ``sum(w l) / sum(w)`` instead of ``mean(w l)``.
     """
 
     loss_fn: LossFn
     weighting: Weighting
     optimizer: optax.GradientTransformation
     meta_optimizer: optax.GradientTransformation
-    inner_steps: int = 1
-    target_in_inner: bool = False
-    target_in_update: bool = True
+    estimator: Estimator = dataclasses.field(default_factory=Lookahead)
+    real_update: str = "joint"
     normalize: bool = False
-    remat: bool = False
-    separate_target_step: bool = False
-    fresh_inner_batches: bool = False
 
     def __post_init__(self):
-        if self.inner_steps < 1:
-            raise ValueError(f"inner_steps must be >= 1, got {self.inner_steps}")
+        if self.real_update not in REAL_UPDATES:
+            raise ValueError(f"real_update must be one of {', '.join(REAL_UPDATES)}, got {self.real_update!r}")
+
+    @property
+    def steps_per_call(self) -> int:
+        """Model updates per call of ``step``: 1, or the real steps of a ``Trajectory`` segment."""
+        return max(self.estimator.real_steps, 1)
+
+    @property
+    def problem(self) -> Problem:
+        """The bilevel problem the estimator differentiates."""
+        return Problem(self.loss_fn, self.weighting, self.optimizer, self.normalize, self.real_update != "related")
+
+    def init_weighting(self, params: PyTree, meta_params: PyTree) -> WeightingState:
+        """The weighting's state for a model with ``params``."""
+        return WeightingState(
+            meta_params=meta_params,
+            meta_opt_state=self.weighting.init_meta_opt_state(self.meta_optimizer, meta_params),
+            estimator_state=self.estimator.init(params),
+        )
 
     def init(self, params: PyTree, meta_params: PyTree) -> MetaState:
         return MetaState(
             step=jnp.zeros((), jnp.int32),
             params=params,
             opt_state=self.optimizer.init(params),
-            meta_params=meta_params,
-            meta_opt_state=self.weighting.init_meta_opt_state(self.meta_optimizer, meta_params),
+            weighting=self.init_weighting(params, meta_params),
         )
-
-    def outer_loss(
-        self, meta_params: PyTree, state: MetaState, target_batch: Batch, related_batch: Batch, outer_batch: Batch
-    ) -> jax.Array:
-        """Mean target loss on ``outer_batch`` after the simulated inner update(s)."""
-        if self.fresh_inner_batches:
-            _check_stacked(self.inner_steps, target_batch, related_batch)
-            weights = jax.vmap(self.weighting.weights, in_axes=(None, 0))(meta_params, related_batch)
-        else:
-            weights = self.weighting.weights(meta_params, related_batch)
-        params, _ = optimizer_steps(
-            self.loss_fn,
-            self.optimizer,
-            state.params,
-            state.opt_state,
-            weights,
-            target_batch,
-            related_batch,
-            num_steps=self.inner_steps,
-            include_target=self.target_in_inner,
-            normalize=self.normalize,
-            remat=self.remat,
-            stacked=self.fresh_inner_batches,
-        )
-        return mean_loss(self.loss_fn, params, outer_batch)
 
     def meta_gradient(
         self, state: MetaState, target_batch: Batch, related_batch: Batch, outer_batch: Batch
-    ) -> tuple[jax.Array, PyTree]:
-        """Returns ``(outer loss, d outer loss / d meta_params)``."""
-        return jax.value_and_grad(self.outer_loss)(state.meta_params, state, target_batch, related_batch, outer_batch)
+    ) -> MetaGradient:
+        """The estimator's meta-gradient at ``state`` (outer loss, gradient, new estimator state, metrics)."""
+        return self.estimator.meta_gradient(
+            self.problem,
+            state.params,
+            state.opt_state,
+            state.meta_params,
+            state.weighting.estimator_state,
+            target_batch,
+            related_batch,
+            outer_batch,
+        )
+
+    def meta_update(
+        self,
+        params: PyTree,
+        opt_state: PyTree,
+        weighting_state: WeightingState,
+        target_batch: Batch,
+        related_batch: Batch,
+        outer_batch: Batch,
+    ) -> tuple[WeightingState, jax.Array, dict[str, jax.Array]]:
+        """Returns the new weighting state, the ``(B,)`` weights of the real update's related batch under it
+        (no gradient flows through them) and the meta step's metrics."""
+        estimate = self.estimator.meta_gradient(
+            self.problem,
+            params,
+            opt_state,
+            weighting_state.meta_params,
+            weighting_state.estimator_state,
+            target_batch,
+            related_batch,
+            outer_batch,
+        )
+        meta_params, meta_opt_state = self.weighting.apply_meta_update(
+            self.meta_optimizer,
+            estimate.grads,
+            weighting_state.meta_opt_state,
+            weighting_state.meta_params,
+            self.estimator.meta_update_batch(related_batch),
+        )
+        _, real_related = self.estimator.real_batches(target_batch, related_batch)
+        weights = jax.lax.stop_gradient(self.weighting.weights(meta_params, real_related))
+        metrics = {
+            "outer_loss": estimate.outer_loss,
+            "mean_weight": jnp.mean(weights),
+            "meta_grad_norm": optax.tree.norm(estimate.grads),
+            **estimate.metrics,
+        }
+        return WeightingState(meta_params, meta_opt_state, estimate.state), weights, metrics
+
+    def model_update(
+        self, params: PyTree, opt_state: PyTree, weights: jax.Array, target_batch: Batch, related_batch: Batch
+    ) -> tuple[PyTree, PyTree, jax.Array]:
+        """The real update (``real_update``) with the given weights; returns ``(params, opt_state, loss)``."""
+        loss, grads = jax.value_and_grad(inner_objective, argnums=1)(
+            self.loss_fn, params, weights, target_batch, related_batch, self.real_update == "joint", self.normalize
+        )
+        params, opt_state = optax_update(self.optimizer, grads, opt_state, params)
+        if self.real_update == "alternate":
+            target_loss, grads = jax.value_and_grad(mean_loss, argnums=1)(self.loss_fn, params, target_batch)
+            params, opt_state = optax_update(self.optimizer, grads, opt_state, params)
+            loss = loss + target_loss
+        return params, opt_state, loss
 
     def step(
         self, state: MetaState, target_batch: Batch, related_batch: Batch, outer_batch: Batch
     ) -> tuple[MetaState, dict[str, jax.Array]]:
-        outer, meta_grads = self.meta_gradient(state, target_batch, related_batch, outer_batch)
+        if self.estimator.real_steps:
+            return self.segment_step(state, target_batch, related_batch, outer_batch)
+        weighting, weights, meta_metrics = self.meta_update(
+            state.params, state.opt_state, state.weighting, target_batch, related_batch, outer_batch
+        )
+        target_batch, related_batch = self.estimator.real_batches(target_batch, related_batch)
+        params, opt_state, loss = self.model_update(state.params, state.opt_state, weights, target_batch, related_batch)
+        new_state = MetaState(step=state.step + 1, params=params, opt_state=opt_state, weighting=weighting)
+        return new_state, {"train_loss": loss, **meta_metrics}
+
+    def segment_step(
+        self, state: MetaState, target_batches: Batch, related_batches: Batch, outer_batch: Batch
+    ) -> tuple[MetaState, dict[str, jax.Array]]:
+        """``estimator.real_steps`` real updates (batch ``k`` of the stacks at update ``k``), then one meta update
+        with the gradient of the outer loss at the end through all of them (``metadial.estimators.Trajectory``)."""
+        num_steps = self.estimator.real_steps
+        check_stacked(num_steps, target_batches, related_batches)
+
+        def one_step(carry, batches):
+            params, opt_state, meta_params = carry
+            target_batch, related_batch = batches
+            weights = self.weighting.weights(meta_params, related_batch)
+            params, opt_state, loss = self.model_update(params, opt_state, weights, target_batch, related_batch)
+            return (params, opt_state, meta_params), (loss, jnp.mean(weights))
+
+        if getattr(self.estimator, "remat", False):
+            one_step = jax.checkpoint(one_step)
+
+        def outer_after_segment(meta_params):
+            (params, opt_state, _), per_step = jax.lax.scan(
+                one_step, (state.params, state.opt_state, meta_params), (target_batches, related_batches)
+            )
+            return self.problem.outer_loss(params, outer_batch), (params, opt_state, per_step)
+
+        (outer, (params, opt_state, (losses, mean_weights))), grads = jax.value_and_grad(
+            outer_after_segment, has_aux=True
+        )(state.meta_params)
         meta_params, meta_opt_state = self.weighting.apply_meta_update(
             self.meta_optimizer,
-            meta_grads,
-            state.meta_opt_state,
+            grads,
+            state.weighting.meta_opt_state,
             state.meta_params,
-            merge_stack(related_batch) if self.fresh_inner_batches else related_batch,
+            self.estimator.meta_update_batch(related_batches),
         )
-        if self.fresh_inner_batches:
-            target_batch, related_batch = first_of_stack(target_batch), first_of_stack(related_batch)
-        weights = jax.lax.stop_gradient(self.weighting.weights(meta_params, related_batch))
-        loss, grads = jax.value_and_grad(inner_objective, argnums=1)(
-            self.loss_fn,
-            state.params,
-            weights,
-            target_batch,
-            related_batch,
-            self.target_in_update and not self.separate_target_step,
-            self.normalize,
-        )
-        params, opt_state = optax_update(self.optimizer, grads, state.opt_state, state.params)
-        if self.separate_target_step:
-            target_loss, grads = jax.value_and_grad(mean_loss, argnums=1)(self.loss_fn, params, target_batch)
-            params, opt_state = optax_update(self.optimizer, grads, opt_state, params)
-            loss = loss + target_loss
-        new_state = MetaState(
-            step=state.step + 1,
-            params=params,
-            opt_state=opt_state,
-            meta_params=meta_params,
-            meta_opt_state=meta_opt_state,
-        )
+        weighting = WeightingState(meta_params, meta_opt_state, state.weighting.estimator_state)
+        new_state = MetaState(step=state.step + num_steps, params=params, opt_state=opt_state, weighting=weighting)
         metrics = {
-            "train_loss": loss,
+            "train_loss": jnp.mean(losses),
             "outer_loss": outer,
-            "mean_weight": jnp.mean(weights),
-            "meta_grad_norm": optax.tree.norm(meta_grads),
+            "mean_weight": jnp.mean(mean_weights),
+            "meta_grad_norm": optax.tree.norm(grads),
         }
         return new_state, metrics
 
@@ -312,6 +324,8 @@ class LearningToReweight:
     optimizer: optax.GradientTransformation
     target_in_update: bool = True
     lookahead: optax.GradientTransformation = dataclasses.field(default_factory=lambda: optax.sgd(1.0))
+
+    steps_per_call = 1  # model updates per call of ``step``
 
     def init(self, params: PyTree) -> TrainState:
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=self.optimizer.init(params))

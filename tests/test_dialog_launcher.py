@@ -90,3 +90,29 @@ def test_published_dialog_tables_match_their_results():
     for name in ("dialog", "dialog_variants", "dialog_budget", "dialog_horizon"):
         folder = ROOT / "results" / name
         assert published_block(notes, name) == (folder / "summary.md").read_text().strip("\n"), name
+
+
+@pytest.mark.parametrize(
+    "estimator, sampling, holdout",
+    [("implicit", "uniform", 0.0), ("trajectory", "uniform", 0.0), ("lookahead", "weighted", 0.5)],
+)
+def test_estimators_sampling_and_holdout_run_in_the_dialog_launcher(tmp_path, estimator, sampling, holdout):
+    """meta_net with each long-horizon estimator, with weight-aware sampling and with a held-out outer loss in
+    rotating folds, trains, evaluates and records its choices; a trajectory segment of 2 real steps makes the
+    4-step budget two calls."""
+    config = smoke_config(
+        methods=("meta_net",),
+        estimator=estimator,
+        trajectory_steps=2,
+        related_sampling=sampling,
+        meta_holdout=holdout,
+        meta_holdout_rotation=1,
+        tensorboard=False,
+    )
+    train.run(config, str(tmp_path))
+    (record,) = json.loads((tmp_path / "results.json").read_text())
+    assert (record["estimator"], record["related_sampling"], record["meta_holdout"]) == (estimator, sampling, holdout)
+    assert 0.0 <= record["test_response_accuracy"] <= 1.0
+    assert record["stopped_step"] == record["train_steps"] == 4
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")]
+    assert steps == [2, 4]

@@ -130,3 +130,34 @@ def test_early_stopping_after_patience_evaluations_without_improvement_and_resum
     assert (later.best_step, later.stopped_step) == (12, 14)
     whole = train_loop(counting_step(), {"x": jnp.zeros(())}, jax.random.key(0), patience=0, **common)
     assert (whole.best_step, whole.stopped_step) == (12, 14)
+
+
+def test_segments_of_steps_per_call_log_evaluate_and_stop_after_the_call_that_passes_each_interval(tmp_path):
+    calls = []
+
+    def segment(state, key, step_index):  # one call makes 3 steps
+        calls.append(step_index)
+        return {"x": state["x"] + 3.0}, {"train_loss": jnp.asarray(1.0)}
+
+    scores = {6: 0.5, 12: 0.9, 18: 0.8, 24: 0.7, 30: 0.9}
+    log = MetricsLog(str(tmp_path / "m.jsonl"), None, {"run": "s"})
+    result = train_loop(
+        segment,
+        {"x": jnp.zeros(())},
+        jax.random.key(0),
+        num_steps=36,
+        name="run-s",
+        log_every=4,
+        evaluate=lambda state: scores[int(state["x"])],
+        eval_every=6,
+        patience=2,
+        metrics_log=log,
+        steps_per_call=3,
+    )
+    assert calls == [0, 3, 6, 9, 12, 15, 18, 21]
+    assert (result.best_step, result.stopped_step, float(result.state["x"])) == (12, 24, 24.0)
+    lines = [json.loads(line) for line in open(tmp_path / "m.jsonl")]
+    assert [line["step"] for line in lines] == [6, 9, 12, 18, 21, 24]  # the calls that pass 4, 8, ..., 24
+    with pytest.raises(ValueError, match="eval_every=4 must be a multiple of steps_per_call=3"):
+        train_loop(segment, {"x": jnp.zeros(())}, jax.random.key(0), num_steps=36, name="x", log_every=1,
+                   evaluate=lambda s: 0.0, eval_every=4, steps_per_call=3)  # fmt: skip

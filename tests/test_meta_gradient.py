@@ -12,6 +12,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from metadial import MetaReweighting, MLPScorer, NetWeighting, TableWeighting
+from metadial.estimators import Lookahead
 from metadial.steps import stack_batches
 from tests import tiny
 
@@ -40,8 +41,7 @@ def setup(kind, optimizer_name, inner_steps, target_in_inner=False, normalize=Fa
         weighting,
         INNER_OPTIMIZERS[optimizer_name](),
         optax.sgd(1.0),
-        inner_steps=inner_steps,
-        target_in_inner=target_in_inner,
+        estimator=Lookahead(inner_steps, include_target=target_in_inner),
         normalize=normalize,
     )
     meta_params = jax.tree.map(lambda a: a.astype(jnp.float64), weighting.init(jax.random.key(1), related))
@@ -53,6 +53,13 @@ def setup(kind, optimizer_name, inner_steps, target_in_inner=False, normalize=Fa
         t, r, o = tiny.make_batches(seed)
         state = step(state, t, r, o)[0]
     return learner, state, (target, related, outer)
+
+
+def outer_loss(learner, meta_params, state, target, related, outer):
+    """The look-ahead's outer loss as a function of the meta-parameters (what its meta-gradient differentiates)."""
+    return learner.estimator.outer_loss(
+        learner.problem, state.params, state.opt_state, meta_params, target, related, outer
+    )
 
 
 def central_difference(fn, x, h=1e-6):
@@ -79,7 +86,7 @@ def test_step_meta_gradient_matches_finite_differences(kind, optimizer_name, inn
         new_state, _ = jax.jit(learner.step)(state, target, related, outer)
         # the meta-optimizer is sgd(1.0), so the step moved the meta-parameters by exactly -gradient
         step_grad = -(ravel_pytree(new_state.meta_params)[0] - ravel_pytree(state.meta_params)[0])
-        fd = central_difference(lambda m: learner.outer_loss(m, state, target, related, outer), state.meta_params)
+        fd = central_difference(lambda m: outer_loss(learner, m, state, target, related, outer), state.meta_params)
         assert np.abs(fd).max() > 1e-6  # the check is not vacuous
         assert rel_err(step_grad, fd) < 1e-4
 
@@ -88,8 +95,8 @@ def test_step_meta_gradient_matches_finite_differences(kind, optimizer_name, inn
 def test_meta_gradient_options_match_finite_differences(options):
     with jax.enable_x64(True):
         learner, state, (target, related, outer) = setup("net", "adam", 1, **options)
-        _, grad = jax.jit(learner.meta_gradient)(state, target, related, outer)
-        fd = central_difference(lambda m: learner.outer_loss(m, state, target, related, outer), state.meta_params)
+        grad = jax.jit(learner.meta_gradient)(state, target, related, outer).grads
+        fd = central_difference(lambda m: outer_loss(learner, m, state, target, related, outer), state.meta_params)
         assert rel_err(ravel_pytree(grad)[0], fd) < 1e-4
 
 
@@ -126,7 +133,7 @@ def test_step_meta_gradient_matches_hand_written_unroll(kind, optimizer_name, in
         weights_of = lambda m: learner.weighting.weights(m, batches[1])
         hand = lambda m: hand_unrolled_outer_loss(optimizer_name, inner_steps, weights_of, m, state, batches)
         np.testing.assert_allclose(
-            hand(state.meta_params), learner.outer_loss(state.meta_params, state, *batches), rtol=1e-12
+            hand(state.meta_params), outer_loss(learner, state.meta_params, state, *batches), rtol=1e-12
         )
         new_state, _ = jax.jit(learner.step)(state, *batches)
         step_grad = -(ravel_pytree(new_state.meta_params)[0] - ravel_pytree(state.meta_params)[0])
@@ -134,7 +141,7 @@ def test_step_meta_gradient_matches_hand_written_unroll(kind, optimizer_name, in
 
 
 def fresh_learner(learner):
-    return dataclasses.replace(learner, fresh_inner_batches=True)
+    return dataclasses.replace(learner, estimator=dataclasses.replace(learner.estimator, fresh_batches=True))
 
 
 @pytest.mark.parametrize("kind", ["table", "net"])
@@ -156,13 +163,13 @@ def test_fresh_inner_batches_meta_gradient_matches_finite_differences(kind):
         targets, relateds = stack_batches([target, t2]), stack_batches([related, r2])
         new_state, _ = jax.jit(learner.step)(state, targets, relateds, outer)
         step_grad = -(ravel_pytree(new_state.meta_params)[0] - ravel_pytree(state.meta_params)[0])
-        loss = lambda m: learner.outer_loss(m, state, targets, relateds, outer)
+        loss = lambda m: outer_loss(learner, m, state, targets, relateds, outer)
         fd = central_difference(loss, state.meta_params)
         assert np.abs(fd).max() > 1e-6
         assert rel_err(step_grad, fd) < 1e-4
         # the second batch matters: the outer loss differs from repeating the first batch twice
         repeated = stack_batches([target, target]), stack_batches([related, related])
-        repeated_loss = learner.outer_loss(state.meta_params, state, *repeated, outer)
+        repeated_loss = outer_loss(learner, state.meta_params, state, *repeated, outer)
         assert abs(float(loss(state.meta_params)) - float(repeated_loss)) > 1e-6
 
 
@@ -170,8 +177,8 @@ def test_fresh_inner_batches_need_a_leading_axis_of_inner_steps():
     target, related, outer = tiny.make_batches()
     weighting = make_weighting("net")
     learner = MetaReweighting(
-        tiny.loss_fn, weighting, optax.sgd(LR), optax.sgd(1.0), inner_steps=2, fresh_inner_batches=True
+        tiny.loss_fn, weighting, optax.sgd(LR), optax.sgd(1.0), estimator=Lookahead(2, fresh_batches=True)
     )
     state = learner.init(tiny.make_params(jax.random.key(3)), weighting.init(jax.random.key(1), related))
     with pytest.raises(ValueError, match="leading axis of length inner_steps=2"):
-        learner.outer_loss(state.meta_params, state, target, related, outer)
+        outer_loss(learner, state.meta_params, state, target, related, outer)

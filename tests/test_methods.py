@@ -10,6 +10,7 @@ from experiments.ideal.train import METHODS
 from experiments.shared import methods as m
 from experiments.shared.config import ConfigError, as_list, base_config, check_shared
 from metadial import LearningToReweight, MetaReweighting, PlainTrainer, TableWeighting
+from metadial.estimators import Implicit, Lookahead
 from tests import tiny
 
 
@@ -38,7 +39,12 @@ def test_each_row_builds_its_trainer_from_the_config(name, trainer, weighting):
     built, w = METHODS[name].build(m.TrainerParts(tiny.loss_fn, config, 8, lambda: None))  # type: ignore[arg-type]
     assert isinstance(built, trainer) and (w is None if weighting is None else isinstance(w, weighting))
     if isinstance(built, MetaReweighting):
-        assert built.inner_steps == 2 and built.normalize is False and w is not None and w.num_examples == 8
+        assert built.estimator == Lookahead(2, include_target=config.target_in_inner) and built.normalize is False
+        assert w is not None and w.num_examples == 8
+    config.estimator, config.inner_steps = "implicit", 1
+    built, _ = METHODS[name].build(m.TrainerParts(tiny.loss_fn, config, 8, lambda: None))  # type: ignore[arg-type]
+    if isinstance(built, MetaReweighting):
+        assert built.estimator == Implicit(config.implicit_learning_rate, config.implicit_damping)
     assert METHODS[name].meta == (name in ("meta_table", "meta_net"))
 
 
@@ -52,9 +58,14 @@ def test_base_config_checks_name_the_field():
         ("inner_steps", 0, "config.inner_steps must be positive"),
         ("pretrain_fraction", 1.0, r"config.pretrain_fraction must be in \(0, 1\)"),
         ("outer_batch", "dev", "config.outer_batch must be one of fresh, target"),
+        ("estimator", "exact", "config.estimator: exact not allowed; allowed: lookahead, implicit"),
+        ("implicit_damping", -1.0, "config.implicit_learning_rate must be positive and config.implicit_damping"),
+        ("fresh_inner_batches", True, "config.inner_steps and config.fresh_inner_batches are settings of the"),
     ]:
         bad = base_config()
         bad.methods = ("union",)
         bad[field] = value
+        if field == "fresh_inner_batches":
+            bad.estimator = "implicit"
         with pytest.raises(ConfigError, match=message):
             check_shared(bad, ["union"])

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np, optax
     from metadial import MetaReweighting, TableWeighting, NetWeighting, MLPScorer
+    from metadial.estimators import Lookahead
     from metadial.parallel import data_mesh, replicate, shard_batch
     from tests import tiny
 
@@ -24,7 +25,7 @@ SCRIPT = textwrap.dedent("""
             weighting = (TableWeighting(16) if kind == "table"
                          else NetWeighting(MLPScorer((4,)), lambda b: b["x"]))
             learner = MetaReweighting(tiny.loss_fn, weighting, optax.adam(0.1, eps_root=1e-8), optax.adam(0.05),
-                                      inner_steps=2, target_in_inner=True, normalize=True)
+                                      estimator=Lookahead(2, include_target=True), normalize=True)
             k = jax.random.split(jax.random.key(0), 3)
             target, outer = tiny.make_batch(k[0], 8), tiny.make_batch(k[1], 8)
             related = tiny.make_batch(k[2], 8, ids=np.arange(8) * 2)

@@ -8,10 +8,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def readme_example() -> str:
+def readme_example(name: str = "example") -> str:
     text = (ROOT / "README.md").read_text()
-    match = re.search(r"<!-- example:start -->\s*```python\n(.*?)```\s*<!-- example:end -->", text, re.S)
-    assert match, "README.md has no <!-- example:start --> ```python ... ``` <!-- example:end --> block"
+    match = re.search(rf"<!-- {name}:start -->\s*```python\n(.*?)```\s*<!-- {name}:end -->", text, re.S)
+    assert match, f"README.md has no <!-- {name}:start --> ```python ... ``` <!-- {name}:end --> block"
     return match.group(1)
 
 
@@ -23,6 +23,22 @@ def test_library_example_runs_as_written(capsys):
     clean, noisy = namespace["weights"][~namespace["noisy"]].mean(), namespace["weights"][namespace["noisy"]].mean()
     assert clean > noisy + 0.2, (clean, noisy)
     assert "mean weight" in out
+
+
+def test_trainstate_loop_equals_the_library_step(capsys):
+    """The README's own-loop example (meta_update + flax TrainState) makes the same updates as learner.step."""
+    import jax
+    import numpy as np
+
+    namespace: dict = {"__name__": "readme_example"}
+    exec(compile(readme_example(), "README.md (library example)", "exec"), namespace)
+    exec(compile(readme_example("example:trainstate"), "README.md (TrainState example)", "exec"), namespace)
+    capsys.readouterr()
+    got = (namespace["model"].params, namespace["weighting_state"].meta_params)
+    want = (namespace["state"].params, namespace["state"].meta_params)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert int(namespace["model"].step) == int(namespace["state"].step) == 300
 
 
 def test_every_python_module_the_docs_run_exists():

@@ -17,6 +17,7 @@ from metadial import (
     TableWeighting,
     weighted_mean,
 )
+from metadial.estimators import Lookahead
 from tests import tiny
 
 
@@ -40,7 +41,7 @@ def test_step_traces_once_over_many_calls():
         return tiny.loss_fn(params, batch)
 
     learner = MetaReweighting(
-        counting_loss, net_weighting(), optax.adam(0.1, eps_root=1e-8), optax.adam(0.01), inner_steps=2
+        counting_loss, net_weighting(), optax.adam(0.1, eps_root=1e-8), optax.adam(0.01), estimator=Lookahead(2)
     )
     target, related, outer = tiny.make_batches()
     state = learner.init(tiny.make_params(jax.random.key(0)), learner.weighting.init(jax.random.key(1), related))
@@ -114,9 +115,11 @@ def test_l2rw_weights_are_the_clipped_normalised_gradient_alignment():
         assert int(new_state.step) == 1 and np.isfinite(float(metrics["train_loss"]))
 
 
-def test_inner_steps_must_be_positive():
+def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="inner_steps"):
-        MetaReweighting(tiny.loss_fn, net_weighting(), optax.sgd(0.1), optax.sgd(0.1), inner_steps=0)
+        Lookahead(inner_steps=0)
+    with pytest.raises(ValueError, match="real_update must be one of joint, related, alternate, got 'both'"):
+        MetaReweighting(tiny.loss_fn, net_weighting(), optax.sgd(0.1), optax.sgd(0.1), real_update="both")
 
 
 def test_loss_fn_must_return_per_example_losses():
@@ -129,13 +132,13 @@ def test_loss_fn_must_return_per_example_losses():
         learner.step(state, target, related, outer)
 
 
-def test_separate_target_step_is_a_related_update_then_a_target_update():
+def test_alternate_real_update_is_a_related_update_then_a_target_update():
     """The authors' scheme: the real update on the weighted related loss alone, then one on the target loss."""
     target, related, outer = tiny.make_batches()
     params = tiny.make_params(jax.random.key(0))
     optimizer = optax.adam(0.1)
-    joint = MetaReweighting(tiny.loss_fn, net_weighting(), optimizer, optax.sgd(0.5), target_in_update=False)
-    separate = MetaReweighting(tiny.loss_fn, net_weighting(), optimizer, optax.sgd(0.5), separate_target_step=True)
+    joint = MetaReweighting(tiny.loss_fn, net_weighting(), optimizer, optax.sgd(0.5), real_update="related")
+    separate = MetaReweighting(tiny.loss_fn, net_weighting(), optimizer, optax.sgd(0.5), real_update="alternate")
     state = joint.init(params, joint.weighting.init(jax.random.key(1), related))
     after_related, _ = jax.jit(joint.step)(state, target, related, outer)
     new_state, _ = jax.jit(separate.step)(state, target, related, outer)

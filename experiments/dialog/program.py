@@ -13,7 +13,7 @@ import numpy as np
 from experiments.dialog.data import DialogData, EvalSet
 from experiments.shared import methods as m
 from experiments.shared.program import Batch, Pools, Program
-from metadial.data.dialog_batches import SHARED_KEYS, Pool, gather_batch, sample_batch
+from metadial.data.dialog_batches import SHARED_KEYS, Pool, gather_batch
 from metadial.models.memn2n import MemN2N, MemoryGate, pool_embeddings, predict, response_loss_fn
 from metadial.parallel import check_batch_size, shard_batch
 from metadial.weighting import NetWeighting, TableWeighting
@@ -52,9 +52,18 @@ class DialogProgram(Program):
         """Examples ``idx`` of ``pool``, sharded over the mesh (the candidate set replicated)."""
         return shard_batch(gather_batch(pool, idx, self.memory_size), self.mesh, unsharded=SHARED_KEYS)
 
-    def batch(self, pools: Pools, pool: str, key: jax.Array) -> Batch:
-        batch = sample_batch(pools[pool], key, self.config.batch_size, self.memory_size)
-        return shard_batch(batch, self.mesh, unsharded=SHARED_KEYS)
+    def pool_size(self, pools: Pools, pool: str) -> int:
+        return pools[pool]["answer"].shape[0]
+
+    def batch_at(self, pools: Pools, pool: str, idx: jax.Array) -> Batch:
+        return shard_batch(gather_batch(pools[pool], idx, self.memory_size), self.mesh, unsharded=SHARED_KEYS)
+
+    def target_groups(self, pools: Pools) -> np.ndarray:
+        return np.asarray(pools["target"]["dialog"])  # held-out folds keep whole dialogs
+
+    def all_related_weights(self, state, pools: Pools) -> jax.Array:
+        n = self.pool_size(pools, "related")
+        return jnp.asarray(self.related_weights(state, jax.random.key(0), pools, n))
 
     def init_params(self, key: jax.Array, batch: Batch) -> Any:
         return self.model.init(key, batch["memory"], batch["texts"], batch["query"], batch["candidates"], batch["task"])

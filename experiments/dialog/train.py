@@ -68,11 +68,14 @@ class Budget:
     patience: int
 
     @classmethod
-    def of(cls, config: ml_collections.ConfigDict, num_target_examples: int) -> Budget:
+    def of(cls, config: ml_collections.ConfigDict, num_target_examples: int, steps_per_call: int = 1) -> Budget:
+        """The budget of ``config`` for a run on ``num_target_examples``; with ``steps_per_call > 1`` (a
+        trajectory segment) both step counts are rounded up to multiples of it."""
         per_epoch = num_target_examples / config.batch_size
         train_steps = config.train_steps or math.ceil(config.max_epochs * per_epoch)
         eval_every = config.eval_every or math.ceil(config.eval_epochs * per_epoch)
-        return cls(train_steps, min(eval_every, train_steps), per_epoch, config.patience)
+        up = lambda n: -(-n // steps_per_call) * steps_per_call
+        return cls(up(train_steps), up(min(eval_every, train_steps)), per_epoch, config.patience)
 
     def describe(self, first_phase_steps: int = 0) -> str:
         text = (
@@ -103,14 +106,14 @@ def run_one(
     returns its record and the related examples' weights. ``data`` is on the program's mesh."""
     c = program.config
     target_train = data.target_train(size, seed)
-    budget = Budget.of(c, int(target_train["answer"].shape[0]))
+    budget = Budget.of(c, int(target_train["answer"].shape[0]), program.steps_per_call)
     pools = data.train_pools(replicate(target_train, program.mesh))
     k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
     name = run_name(program.name, size, seed)
     logging.info("%s: %s", name, budget.describe(program.method.first_phase_steps(budget.train_steps, c)))
     start = time.time()
     result = train_loop(
-        lambda state, key, step: program.train_step(state, key, pools, phase=program.phase(step, budget.train_steps)),
+        program.step_fn(pools, budget.train_steps, seed),
         replicate(program.init(k_init, pools), program.mesh),
         k_train,
         num_steps=budget.train_steps,
@@ -128,6 +131,7 @@ def run_one(
             name, {"method": program.name, "target_dialogs": size, "seed": seed}, c.tensorboard
         ),
         log_metrics=(lambda state: program.kind_means(state, pools, data)) if program.method.meta else None,
+        steps_per_call=program.steps_per_call,
     )
     best_state = result.best_state
     logging.info("%s: test and OOV evaluation of the step-%d parameters (best dev)", name, result.best_step)
@@ -139,6 +143,9 @@ def run_one(
         "seed": seed,
         "target_dialogs": size,
         "target_set": c.target_set,
+        "estimator": c.estimator if program.method.meta else None,
+        "related_sampling": c.related_sampling if program.method.meta else None,
+        "meta_holdout": c.meta_holdout if program.takes_outer_batch else None,
         "test_response_accuracy": test[0],
         "test_dialog_accuracy": test[1],
         "oov_response_accuracy": oov[0],

@@ -7,7 +7,9 @@ Both steps use the ideal task's model, optimizer and batch sizes from the config
 ``--repeats`` calls (median, with ``block_until_ready``). Writes ``DIR/bench.json`` with ``meta_step_ms``,
 ``plain_step_ms`` and ``ratio`` (meta / plain) plus the device and versions, and ``memory``: for K in
 ``--inner_steps`` with and without rematerialisation (``jax.checkpoint`` of each inner step), the compiled
-meta step's temporary (peak working) memory from XLA's memory analysis and its median time.
+meta step's temporary (peak working) memory from XLA's memory analysis and its median time; and
+``estimators``: for each meta-gradient estimator (``config.estimator``), ``meta_net``'s step time, its ``ratio`` to
+the plain step and its temporary memory.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ml_collections import config_flags
 
 from experiments.ideal.train import IdealData, IdealProgram
 from experiments.shared.bench import median_ms
+from experiments.shared.config import ESTIMATORS
 from metadial.data.ideal import make_ideal_task
 from metadial.io import atomic_write_json
 
@@ -63,6 +66,20 @@ def bench(config, repeats: int, inner_steps: tuple[int, ...] = (1, 2, 4)) -> dic
             }
             result["memory"].append(entry)
             logging.info("meta step K=%d remat=%s: %s", k, remat, entry)
+    result["estimators"] = {}
+    for name in ESTIMATORS:
+        cfg = config.copy_and_resolve_references()
+        cfg.estimator = name
+        program = IdealProgram("meta_net", cfg)
+        state = program.init(jax.random.key(1), data)
+        compiled = program.train_step.lower(state, jax.random.key(0), data).compile()
+        step_ms = median_ms(program.train_step, state, data, repeats)
+        result["estimators"][name] = {
+            "step_ms": step_ms,
+            "ratio": step_ms / result["plain_step_ms"],
+            "temp_bytes": int(compiled.memory_analysis().temp_size_in_bytes),
+        }
+        logging.info("meta_net with the %s estimator: %s", name, result["estimators"][name])
     result.update(
         device=str(jax.devices()[0].device_kind),
         backend=jax.default_backend(),
@@ -85,6 +102,10 @@ def main(argv):
     result = bench(FLAGS.config, FLAGS.repeats, tuple(int(k) for k in FLAGS.inner_steps))
     atomic_write_json(os.path.join(FLAGS.workdir, "bench.json"), result)
     print(f"meta {result['meta_step_ms']:.3f} ms / plain {result['plain_step_ms']:.3f} ms = {result['ratio']:.2f}x")
+    for name, e in result["estimators"].items():
+        print(
+            f"estimator {name}: {e['step_ms']:.3f} ms, {e['ratio']:.2f}x plain, temp {e['temp_bytes'] / 2**20:.2f} MiB"
+        )
     for m in result["memory"]:
         print(f"K={m['inner_steps']} remat={m['remat']}: temp {m['temp_bytes'] / 2**20:.2f} MiB, {m['step_ms']:.3f} ms")
 

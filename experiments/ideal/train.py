@@ -56,6 +56,11 @@ def validate_config(config: ml_collections.ConfigDict) -> list[str]:
     check_positive(config, ["num_classes", "input_dim", "num_target", "num_related", "num_test", "related_batch_size"])
     check_choices("weight_net_inputs", config.weight_net_inputs, NET_INPUTS)
     check_choices("corruption", config.corruption, CORRUPTIONS)
+    if config.estimator == "trajectory" and config.train_steps % config.trajectory_steps:
+        raise ConfigError(
+            f"config.train_steps={config.train_steps} must be a multiple of config.trajectory_steps="
+            f"{config.trajectory_steps} with the trajectory estimator"
+        )
     if not 0.0 <= config.corrupt_fraction < 1.0:
         raise ConfigError(f"config.corrupt_fraction must be in [0, 1), got {config.corrupt_fraction}")
     return methods
@@ -127,9 +132,18 @@ class IdealProgram(Program):
         if self.method.weights == "recomputed":  # built once: a jit made per call would recompile per seed
             self.l2rw_weights = jax.jit(self.trainer.example_weights)
 
-    def batch(self, pools: Pools, pool: str, key: jax.Array) -> Batch:
-        size = self.config.batch_size if pool == "target" else self.config.related_batch_size
-        return shard_batch(sample(pools[pool], key, size), self.mesh)
+    def batch_size(self, pool: str) -> int:
+        return self.config.batch_size if pool == "target" else self.config.related_batch_size
+
+    def pool_size(self, pools: Pools, pool: str) -> int:
+        return pools[pool]["y"].shape[0]
+
+    def batch_at(self, pools: Pools, pool: str, idx: jax.Array) -> Batch:
+        return shard_batch({k: v[idx] for k, v in pools[pool].items()}, self.mesh)
+
+    def all_related_weights(self, state, pools: Pools) -> jax.Array:
+        assert self.weighting is not None
+        return self.weighting.weights(state.meta_params, pools["related"])
 
     def init_params(self, key: jax.Array, batch: Batch) -> Any:
         return self.module.init(key, self.inputs_fn(batch))
@@ -190,7 +204,7 @@ def run_one(
     k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
     name = run_name(program.name, seed)
     result = train_loop(
-        lambda state, key, step: program.train_step(state, key, pools, phase=program.phase(step, c.train_steps)),
+        program.step_fn(pools, c.train_steps, seed),
         replicate(program.init(k_init, pools), program.mesh),
         k_train,
         num_steps=c.train_steps,
@@ -200,12 +214,16 @@ def run_one(
         checkpoint_every=c.checkpoint_every,
         metrics_log=store.metrics_log(name, {"method": program.name, "seed": seed}, c.tensorboard),
         log_metrics=(lambda state: program.weight_means(state, pools)) if program.method.meta else None,
+        steps_per_call=program.steps_per_call,
     )
     state = result.state
     test_acc = float(accuracy(program.module, state.params, program.inputs_fn(data.test), data.test["y"]))
     record = {
         "method": program.name,
         "seed": seed,
+        "estimator": c.estimator if program.method.meta else None,
+        "related_sampling": c.related_sampling if program.method.meta else None,
+        "meta_holdout": c.meta_holdout if program.takes_outer_batch else None,
         "test_accuracy": test_acc,
         "weight_auc": None,
         "mean_weight_correct": None,

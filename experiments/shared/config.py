@@ -12,6 +12,8 @@ from typing import Any
 import ml_collections
 
 OUTER_BATCHES = ("fresh", "target")  # the outer loss's target batch: a second draw, or the inner step's own
+RELATED_SAMPLING = ("uniform", "weighted")
+ESTIMATORS = ("lookahead", "implicit", "trajectory")  # metadial.estimators.Lookahead, Implicit, Trajectory
 
 
 class ConfigError(ValueError):
@@ -41,6 +43,24 @@ def base_config() -> ml_collections.ConfigDict:
     c.meta_learning_rate = 1e-3  # meta_net's weighting network (Adam)
     c.table_meta_learning_rate = 0.1  # meta_table's per-example logits (Adam, per row)
     c.normalize_weights = True  # sum(w l) / sum(w) over the related batch; False: mean(w l)
+    # how the meta-gradient is estimated (metadial.estimators): "lookahead" (K simulated steps, below),
+    # "implicit" (online implicit differentiation, SOBA: the hypergradient at the inner solution) or
+    # "trajectory" (through the last trajectory_steps real steps; one meta update per segment)
+    c.estimator = "lookahead"
+    c.implicit_learning_rate = 0.005  # implicit: step size of v towards (H + damping) v = grad outer
+    c.implicit_damping = 0.01  # implicit: added to the Hessian's diagonal
+    c.trajectory_steps = 100  # trajectory: real steps per segment (the run's steps are rounded to a multiple)
+    # related batches of meta methods: "uniform", or "weighted" (drawn with probability (1 - share) * w / sum(w)
+    # + share / N, with importance factors that keep the objective; metadial.sampling), the probabilities
+    # recomputed from all related weights every sampling_every steps
+    c.related_sampling = "uniform"
+    c.sampling_uniform_share = 0.1
+    c.sampling_every = 100
+    # the outer loss on held-out target data: meta_holdout of the target training dialogs/examples (in
+    # round(1 / meta_holdout) seeded folds) serve only the outer loss; 0 keeps the outer loss on training data.
+    # The held-out fold rotates every meta_holdout_rotation steps (0: never, so the model never sees it)
+    c.meta_holdout = 0.0
+    c.meta_holdout_rotation = 0
     c.inner_steps = 1  # K simulated steps of the look-ahead
     c.target_in_inner = True  # the simulated step also sees the target batch
     c.fresh_inner_batches = False  # True: the K simulated steps each draw new batches (a longer horizon)
@@ -94,6 +114,8 @@ def check_shared(config: ml_collections.ConfigDict, method_names: Sequence[str])
             "meta_learning_rate",
             "table_meta_learning_rate",
             "inner_steps",
+            "trajectory_steps",
+            "sampling_every",
         ],
     )
     if config.seed < 0:
@@ -102,6 +124,32 @@ def check_shared(config: ml_collections.ConfigDict, method_names: Sequence[str])
         raise ConfigError(f"config.grad_clip must be >= 0 (0 disables clipping), got {config.grad_clip}")
     if not 0.0 < config.pretrain_fraction < 1.0:
         raise ConfigError(f"config.pretrain_fraction must be in (0, 1), got {config.pretrain_fraction}")
+    check_choices("estimator", config.estimator, ESTIMATORS)
+    if config.estimator != "lookahead" and (config.inner_steps != 1 or config.fresh_inner_batches):
+        raise ConfigError(
+            f"config.inner_steps and config.fresh_inner_batches are settings of the lookahead estimator; with "
+            f"config.estimator={config.estimator!r} leave them at 1 and False"
+        )
+    if config.implicit_learning_rate <= 0 or config.implicit_damping < 0:
+        raise ConfigError(
+            f"config.implicit_learning_rate must be positive and config.implicit_damping >= 0, got "
+            f"{config.implicit_learning_rate}, {config.implicit_damping}"
+        )
+    check_choices("related_sampling", config.related_sampling, RELATED_SAMPLING)
+    if not 0.0 < config.sampling_uniform_share <= 1.0:
+        raise ConfigError(f"config.sampling_uniform_share must be in (0, 1], got {config.sampling_uniform_share}")
+    if config.related_sampling == "weighted" and config.checkpoint_every % config.sampling_every:
+        raise ConfigError(
+            f"config.checkpoint_every={config.checkpoint_every} must be a multiple of config.sampling_every="
+            f"{config.sampling_every} with weighted sampling (so a resumed run draws what the uninterrupted one did)"
+        )
+    if not 0.0 <= config.meta_holdout < 1.0 or config.meta_holdout_rotation < 0:
+        raise ConfigError(
+            f"config.meta_holdout must be in [0, 1) and config.meta_holdout_rotation >= 0, got "
+            f"{config.meta_holdout}, {config.meta_holdout_rotation}"
+        )
+    if config.meta_holdout > 0 and config.outer_batch == "target":
+        raise ConfigError("config.meta_holdout > 0 draws the outer batch from held-out data; set outer_batch='fresh'")
     if config.outer_batch not in OUTER_BATCHES:
         raise ConfigError(f"config.outer_batch must be one of {', '.join(OUTER_BATCHES)}, got {config.outer_batch!r}")
     return methods

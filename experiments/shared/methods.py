@@ -14,6 +14,7 @@ from typing import Any
 import ml_collections
 import optax
 
+from metadial.estimators import Estimator, Implicit, Lookahead, Trajectory
 from metadial.steps import LearningToReweight, MetaReweighting, PlainTrainer
 from metadial.weighting import TableWeighting, Weighting
 
@@ -51,6 +52,15 @@ def learning_to_reweight(parts: TrainerParts) -> tuple[Trainer, None]:
     return LearningToReweight(parts.loss_fn, model_optimizer(parts.config)), None
 
 
+def estimator(config: ml_collections.ConfigDict, remat: bool = False) -> Estimator:
+    """The meta-gradient estimator of ``config.estimator``."""
+    if config.estimator == "implicit":
+        return Implicit(config.implicit_learning_rate, config.implicit_damping)
+    if config.estimator == "trajectory":
+        return Trajectory(config.trajectory_steps)
+    return Lookahead(config.inner_steps, config.target_in_inner, config.fresh_inner_batches, remat)
+
+
 def _meta(parts: TrainerParts, weighting: Weighting, meta_learning_rate: float) -> tuple[Trainer, Weighting]:
     c = parts.config
     trainer = MetaReweighting(
@@ -58,12 +68,9 @@ def _meta(parts: TrainerParts, weighting: Weighting, meta_learning_rate: float) 
         weighting,
         model_optimizer(c),
         optax.adam(meta_learning_rate),
-        inner_steps=c.inner_steps,
-        target_in_inner=c.target_in_inner,
+        estimator=estimator(c, parts.remat),
+        real_update="alternate" if c.separate_target_step else "joint",
         normalize=c.normalize_weights,
-        remat=parts.remat,
-        separate_target_step=c.separate_target_step,
-        fresh_inner_batches=c.fresh_inner_batches,
     )
     return trainer, weighting
 

@@ -8,10 +8,15 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from experiments.shared.methods import OUTER, RELATED, TARGET, Method, TrainerParts
-from metadial.parallel import check_batch_size, data_mesh
+from metadial import sampling
+from metadial.holdout import Folds, draw_from_fold, fold_at, target_folds
+from metadial.parallel import check_batch_size, data_mesh, replicate, shard_batch
+from metadial.sampling import IMPORTANCE
 from metadial.steps import stack_batches
 from metadial.weighting import Weighting
 
@@ -22,7 +27,7 @@ Pools = dict[str, Any]  # pool name ("target", "related", ...) -> the examples b
 class Program(abc.ABC):
     """One method's trainer and jitted step; subclasses say how a batch is drawn and the model initialised.
 
-    ``train_step(state, key, pools, phase)`` draws the step's batches from ``pools`` (keys split the same
+    ``train_step(state, key, pools, probabilities, phase)`` draws the step's batches from ``pools`` (keys split the same
     way for every method, so methods see the same target batches) and calls the trainer's step on the
     batches its row of the method table names.
     """
@@ -41,11 +46,96 @@ class Program(abc.ABC):
         self.trainer, self.weighting = method.build(TrainerParts(loss_fn, config, num_related, weight_net, remat))
         self.mesh = data_mesh()
         check_batch_size(config.batch_size, self.mesh)
+        self.steps_per_call: int = self.trainer.steps_per_call  # model updates per call of train_step
         self.train_step = jax.jit(self._train_step, static_argnames="phase")
 
     @abc.abstractmethod
+    def batch_at(self, pools: Pools, pool: str, idx: jax.Array) -> Batch:
+        """The batch of examples ``idx`` of ``pools[pool]``, sharded over the mesh."""
+
+    @abc.abstractmethod
+    def pool_size(self, pools: Pools, pool: str) -> int:
+        """The number of examples in ``pools[pool]``."""
+
+    def batch_size(self, pool: str) -> int:
+        """The size of a training batch drawn from ``pool``."""
+        del pool
+        return self.config.batch_size
+
     def batch(self, pools: Pools, pool: str, key: jax.Array) -> Batch:
-        """A training batch drawn from ``pools[pool]`` with ``key``, sharded over the mesh."""
+        """A training batch drawn uniformly with replacement from ``pools[pool]`` with ``key``."""
+        idx = jax.random.randint(key, (self.batch_size(pool),), 0, self.pool_size(pools, pool))
+        return self.batch_at(pools, pool, idx)
+
+    def related_batch(self, pools: Pools, key: jax.Array, probabilities: jax.Array | None) -> Batch:
+        """A related batch: uniform, or drawn with ``probabilities`` (weight-aware sampling) and carrying the
+        importance factors that keep the weighted objective the same (``metadial.sampling``)."""
+        pool = self.method.related_pool
+        if probabilities is None:
+            return self.batch(pools, pool, key)
+        idx, importance = sampling.draw(key, probabilities, self.batch_size(pool))
+        return {**self.batch_at(pools, pool, idx), **shard_batch({IMPORTANCE: importance}, self.mesh)}
+
+    def all_related_weights(self, state: Any, pools: Pools) -> jax.Array:
+        """The current weight of every example of the related pool (meta methods; weight-aware sampling)."""
+        raise NotImplementedError(f"{type(self).__name__} does not compute the weights of all related examples")
+
+    def target_groups(self, pools: Pools) -> np.ndarray:
+        """A group id per target training example; held-out folds never split a group (default: each example
+        its own group)."""
+        return np.arange(self.pool_size(pools, TARGET))
+
+    @property
+    def takes_outer_batch(self) -> bool:
+        """Whether the method has an outer loss (meta methods, l2rw)."""
+        return OUTER in self.method.batches
+
+    @property
+    def holds_out(self) -> bool:
+        """Whether the outer loss uses held-out target folds (``config.meta_holdout > 0``, methods with one)."""
+        return self.config.meta_holdout > 0 and self.takes_outer_batch
+
+    def target_batch(self, pools: Pools, key: jax.Array, holdout: tuple[Folds, jax.Array] | None) -> Batch:
+        """A target batch for the model: from all target examples, or from the current fold's training part."""
+        if holdout is None:
+            return self.batch(pools, TARGET, key)
+        folds, fold = holdout
+        return self.batch_at(
+            pools, TARGET, draw_from_fold(key, folds.train, folds.train_size, fold, self.batch_size(TARGET))
+        )
+
+    @property
+    def samples_by_weight(self) -> bool:
+        """Whether related batches are drawn by weight (``config.related_sampling``, meta methods only)."""
+        return self.method.meta and self.config.related_sampling == "weighted"
+
+    def step_fn(self, pools: Pools, train_steps: int, seed: int) -> Callable[[Any, jax.Array, int], Any]:
+        """``(state, key, step) -> (state, metrics)`` for ``metadial.loop.train_loop``: the jitted step in the
+        method's phase at ``step``; with weight-aware sampling, the sampling probabilities are recomputed from
+        all related weights every ``sampling_every`` steps (and on a run's first call, e.g. after a resume);
+        with ``meta_holdout``, the outer loss draws from the held-out fold of ``step`` (folds seeded by
+        ``seed``, rotating every ``meta_holdout_rotation`` steps) and the model from the other folds."""
+        c = self.config
+        cache: dict[str, Any] = {}
+        folds = None
+        if self.holds_out:
+            folds = replicate(target_folds(self.target_groups(pools), c.meta_holdout, seed), self.mesh)
+
+        def step(state, key, step_index):
+            probabilities = None
+            if self.samples_by_weight:
+                if step_index % c.sampling_every == 0 or "p" not in cache:
+                    weights = self.all_related_weights(state, pools)
+                    cache["p"] = replicate(
+                        sampling.sampling_probabilities(weights, c.sampling_uniform_share), self.mesh
+                    )
+                probabilities = cache["p"]
+            holdout = None
+            if folds is not None:
+                holdout = (folds, jnp.asarray(fold_at(step_index, c.meta_holdout_rotation, folds.num_folds)))
+            return self.train_step(state, key, pools, probabilities, holdout, phase=self.phase(step_index, train_steps))
+
+        return step
 
     @abc.abstractmethod
     def init_params(self, key: jax.Array, batch: Batch) -> Any:
@@ -63,20 +153,43 @@ class Program(abc.ABC):
         """The method's phase at ``step`` of a run of ``train_steps`` (``Method.phase``)."""
         return self.method.phase(step, train_steps, self.config)
 
-    def _train_step(self, state, key: jax.Array, pools: Pools, phase: str = "main"):
+    def _train_step(
+        self,
+        state,
+        key: jax.Array,
+        pools: Pools,
+        probabilities: jax.Array | None = None,
+        holdout: tuple[Folds, jax.Array] | None = None,
+        phase: str = "main",
+    ):
         c, method = self.config, self.method
         names = method.step_batches(phase)
         k_t, k_r, k_o = jax.random.split(key, 3)
-        batches = {TARGET: self.batch(pools, TARGET, k_t)}
+        batches = {TARGET: self.target_batch(pools, k_t, holdout)}
         if RELATED in names:
-            batches[RELATED] = self.batch(pools, method.related_pool, k_r)
-        if OUTER in names:
+            batches[RELATED] = self.related_batch(pools, k_r, probabilities)
+        if OUTER in names and holdout is not None:
+            folds, fold = holdout
+            idx = draw_from_fold(k_o, folds.outer, folds.outer_size, fold, self.batch_size(TARGET))
+            batches[OUTER] = self.batch_at(pools, TARGET, idx)
+        elif OUTER in names:
             batches[OUTER] = batches[TARGET] if c.outer_batch == "target" else self.batch(pools, TARGET, k_o)
-        if method.meta and c.fresh_inner_batches:
+        if self.steps_per_call > 1:
+            # a segment of real steps (Trajectory): one target and related batch per step, one outer batch
+            k_more = jax.random.split(jax.random.fold_in(key, 2), 2 * (self.steps_per_call - 1))
+            batches[TARGET] = stack_batches(
+                [batches[TARGET]] + [self.target_batch(pools, k, holdout) for k in k_more[0::2]]
+            )
+            batches[RELATED] = stack_batches(
+                [batches[RELATED]] + [self.related_batch(pools, k, probabilities) for k in k_more[1::2]]
+            )
+        elif method.meta and c.fresh_inner_batches:
             # the look-ahead's later steps draw batches of their own; the real update uses batch 0
             k_more = jax.random.split(jax.random.fold_in(key, 1), 2 * (c.inner_steps - 1))
-            batches[TARGET] = stack_batches([batches[TARGET]] + [self.batch(pools, TARGET, k) for k in k_more[0::2]])
+            batches[TARGET] = stack_batches(
+                [batches[TARGET]] + [self.target_batch(pools, k, holdout) for k in k_more[0::2]]
+            )
             batches[RELATED] = stack_batches(
-                [batches[RELATED]] + [self.batch(pools, method.related_pool, k) for k in k_more[1::2]]
+                [batches[RELATED]] + [self.related_batch(pools, k, probabilities) for k in k_more[1::2]]
             )
         return self.trainer.step(state, *(batches[n] for n in names))

@@ -40,6 +40,15 @@ _ADDED_FIELDS = {
     "max_epochs": 200,
     "eval_epochs": 10,
     "patience": 0,
+    "estimator": "lookahead",
+    "implicit_learning_rate": 0.005,
+    "implicit_damping": 0.01,
+    "trajectory_steps": 100,
+    "related_sampling": "uniform",
+    "sampling_uniform_share": 0.1,
+    "sampling_every": 100,
+    "meta_holdout": 0.0,
+    "meta_holdout_rotation": 0,
 }
 
 

@@ -37,4 +37,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.weight_net_hidden = (32,)
     # any of x, flag, label; with x and label too the net also scores correct examples unevenly (see README)
     c.weight_net_inputs = ("flag",)
+    # the meta-gradient estimator and related sampling that came out best in the comparison of
+    # results/ideal_estimators (within 0.4 points of the oracle at 75 % and 90 % wrong labels)
+    c.estimator = "implicit"
+    c.related_sampling = "weighted"
     return c

@@ -1,0 +1,199 @@
+"""Meta-gradient estimators (metadial/estimators.py) against exact answers on a weighted ridge regression."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from metadial import MetaReweighting, MLPScorer, NetWeighting, TableWeighting
+from metadial.estimators import Implicit, Lookahead, Trajectory
+from metadial.steps import stack_batches
+from tests import tiny
+from tests.test_meta_gradient import central_difference, rel_err, setup
+
+NUM_FEATURES, NUM_RELATED, NUM_TARGET = 3, 12, 8
+
+
+def squared_error(params, batch):
+    """Per-example 0.5 (x.w + b - y)^2: a linear model, so the inner problem has a closed-form solution."""
+    return 0.5 * (batch["x"] @ params["w"] + params["b"] - batch["y"]) ** 2
+
+
+def regression_batches():
+    """Target, related and outer batches of a linear teacher; the related labels of a second teacher."""
+    keys = jax.random.split(jax.random.key(0), 7)
+    teacher, other = jax.random.normal(keys[0], (NUM_FEATURES,)), jax.random.normal(keys[1], (NUM_FEATURES,))
+
+    def batch(key, noise_key, n, w):
+        x = jax.random.normal(key, (n, NUM_FEATURES))
+        return {"x": x, "y": x @ w + 0.1 * jax.random.normal(noise_key, (n,)), "id": jnp.arange(n)}
+
+    return (
+        batch(keys[2], keys[3], NUM_TARGET, teacher),
+        batch(keys[4], keys[5], NUM_RELATED, other),
+        batch(keys[6], keys[2], NUM_TARGET, teacher),
+    )
+
+
+def design(batch):
+    return jnp.concatenate([batch["x"], jnp.ones((batch["x"].shape[0], 1))], axis=1)
+
+
+def exact_hypergradient(weighting, meta_params, target, related, outer):
+    """d F(theta*(lam)) / d lam, with theta* the closed-form minimiser of the weighted least squares
+    ``mean_r(w * l) + mean_t(l)`` and F the outer batch's mean loss."""
+
+    def outer_at_solution(m):
+        w = weighting.weights(m, related)
+        a_r, a_t = design(related), design(target)
+        lhs = a_r.T @ (a_r * (w / NUM_RELATED)[:, None]) + a_t.T @ a_t / NUM_TARGET
+        rhs = a_r.T @ (w * related["y"]) / NUM_RELATED + a_t.T @ target["y"] / NUM_TARGET
+        theta = jnp.linalg.solve(lhs, rhs)
+        return jnp.mean(squared_error({"w": theta[:-1], "b": theta[-1]}, outer))
+
+    return jax.grad(outer_at_solution)(meta_params)
+
+
+WEIGHTINGS = {
+    "table": lambda: TableWeighting(NUM_RELATED),
+    "net": lambda: NetWeighting(MLPScorer(hidden_sizes=(4,)), lambda b: jnp.concatenate([b["x"], b["y"][:, None]], -1)),
+}
+
+
+@pytest.mark.parametrize("kind", ["table", "net"])
+def test_implicit_converges_to_the_implicit_function_theorem_hypergradient(kind):
+    """Weights held fixed (meta learning rate 0), full batches: the model converges to the inner solution, v to
+    H^-1 grad F, and the estimate to the exact hypergradient."""
+    with jax.enable_x64(True):
+        target, related, outer = regression_batches()
+        weighting = WEIGHTINGS[kind]()
+        meta_params = jax.tree.map(lambda a: a.astype(jnp.float64), weighting.init(jax.random.key(1), related))
+        if kind == "table":
+            meta_params = jax.random.normal(jax.random.key(2), (NUM_RELATED,))
+        learner = MetaReweighting(
+            squared_error,
+            weighting,
+            optax.sgd(0.3),
+            optax.sgd(0.0),
+            estimator=Implicit(learning_rate=0.3, damping=0.0),
+        )
+        params = {"w": jnp.zeros(NUM_FEATURES), "b": jnp.zeros(())}
+        state = learner.init(params, meta_params)
+        step = jax.jit(learner.step)
+        for _ in range(3000):
+            state, metrics = step(state, target, related, outer)
+        estimate = jax.jit(learner.meta_gradient)(state, target, related, outer).grads
+        exact = exact_hypergradient(weighting, meta_params, target, related, outer)
+        got, want = ravel_pytree(estimate)[0], ravel_pytree(exact)[0]
+        assert np.linalg.norm(want) > 1e-3
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) <= 1e-3
+        assert float(metrics["v_residual_norm"]) < 1e-8
+
+
+def test_implicit_damping_solves_the_damped_system():
+    """After convergence v solves (H + damping I) v = grad F at the current parameters."""
+    with jax.enable_x64(True):
+        target, related, outer = regression_batches()
+        weighting = TableWeighting(NUM_RELATED)
+        learner = MetaReweighting(
+            squared_error, weighting, optax.sgd(0.0), optax.sgd(0.0), estimator=Implicit(0.3, damping=0.5)
+        )
+        params = {"w": jnp.ones(NUM_FEATURES), "b": jnp.ones(())}
+        state = learner.init(params, jnp.zeros(NUM_RELATED))
+        step = jax.jit(learner.step)
+        for _ in range(500):
+            state, _ = step(state, target, related, outer)
+        flat, unravel = ravel_pytree(params)
+        objective = lambda p: learner.problem.objective(unravel(p), state.meta_params, target, related, True)
+        hessian = jax.hessian(objective)(flat)
+        grad_outer = jax.grad(lambda p: learner.problem.outer_loss(unravel(p), outer))(flat)
+        v = ravel_pytree(state.weighting.estimator_state)[0]
+        np.testing.assert_allclose(v, np.linalg.solve(hessian + 0.5 * np.eye(flat.size), grad_outer), rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "estimator", [Lookahead(2), Implicit(), Trajectory(3)], ids=["lookahead", "implicit", "trajectory"]
+)
+def test_every_estimator_traces_once(estimator):
+    traces = []
+
+    def counting_loss(params, batch):
+        traces.append(1)
+        return squared_error(params, batch)
+
+    target, related, outer = regression_batches()
+    weighting = WEIGHTINGS["net"]()
+    learner = MetaReweighting(
+        counting_loss, weighting, optax.adam(0.1, eps_root=1e-8), optax.adam(0.01), estimator=estimator
+    )
+    params = {"w": jnp.zeros(NUM_FEATURES), "b": jnp.zeros(())}
+    state = learner.init(params, weighting.init(jax.random.key(1), related))
+    if estimator.real_steps:  # a segment of real steps takes stacked batches
+        target, related = (
+            stack_batches([target] * estimator.real_steps),
+            stack_batches([related] * estimator.real_steps),
+        )
+    step = learner.jit_step()
+    state, _ = step(state, target, related, outer)
+    after_first = len(traces)
+    for _ in range(4):
+        state, metrics = step(state, target, related, outer)
+    assert len(traces) == after_first > 0
+    assert int(state.step) == 5 * max(estimator.real_steps, 1) and np.isfinite(float(metrics["meta_grad_norm"]))
+
+
+def test_implicit_settings_are_checked():
+    with pytest.raises(ValueError, match="learning_rate must be positive"):
+        Implicit(learning_rate=0.0)
+    with pytest.raises(ValueError, match="damping must be >= 0"):
+        Implicit(damping=-0.1)
+
+
+@pytest.mark.parametrize("kind", ["table", "net"])
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
+def test_trajectory_meta_gradient_matches_finite_differences_through_five_real_steps(kind, optimizer_name):
+    """The step's meta-gradient is d/dlam of the outer loss after T = 5 real updates with the weights of lam,
+    and its new parameters are those 5 ordinary updates with the weights held fixed."""
+    num_steps = 5
+    with jax.enable_x64(True):
+        learner, state, (_, _, outer) = setup(kind, optimizer_name, 1)
+        learner = dataclasses.replace(learner, estimator=Trajectory(num_steps))
+        pairs = [tiny.make_batches(10 + k)[:2] for k in range(num_steps)]
+        targets, relateds = stack_batches([t for t, _ in pairs]), stack_batches([r for _, r in pairs])
+        new_state, metrics = jax.jit(learner.step)(state, targets, relateds, outer)  # meta optimizer: sgd(1.0)
+        step_grad = -(ravel_pytree(new_state.meta_params)[0] - ravel_pytree(state.meta_params)[0])
+
+        def outer_after(meta_params, params=state.params, opt_state=state.opt_state):
+            for t, r in pairs:
+                w = learner.weighting.weights(meta_params, r)
+                params, opt_state, _ = learner.model_update(params, opt_state, w, t, r)
+            return learner.problem.outer_loss(params, outer)
+
+        fd = central_difference(outer_after, state.meta_params)
+        assert np.abs(fd).max() > 1e-6
+        assert rel_err(step_grad, fd) <= 1e-4
+        np.testing.assert_allclose(float(metrics["outer_loss"]), float(outer_after(state.meta_params)), rtol=1e-12)
+        params, opt_state = state.params, state.opt_state
+        for t, r in pairs:
+            w = learner.weighting.weights(state.meta_params, r)
+            params, opt_state, _ = learner.model_update(params, opt_state, w, t, r)
+        tiny.assert_trees_close((new_state.params, new_state.opt_state), (params, opt_state), rtol=1e-10, atol=1e-12)
+        assert int(new_state.step) == int(state.step) + num_steps
+
+
+def test_trajectory_needs_stacked_batches_and_has_no_per_step_meta_update():
+    with jax.enable_x64(True):
+        learner, state, (target, related, outer) = setup("net", "sgd", 1)
+    learner = dataclasses.replace(learner, estimator=Trajectory(3))
+    with pytest.raises(ValueError, match="leading axis of length"):
+        learner.step(state, target, related, outer)
+    with pytest.raises(NotImplementedError, match="stacked along a leading axis of real_steps=3"):
+        learner.meta_update(state.params, state.opt_state, state.weighting, target, related, outer)
+    with pytest.raises(ValueError, match="real_steps must be >= 1"):
+        Trajectory(0)

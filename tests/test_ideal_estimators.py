@@ -1,0 +1,62 @@
+"""The ideal task's estimator comparison (experiments/ideal/estimators.py): its cells and its table."""
+
+from __future__ import annotations
+
+from experiments.ideal import estimators
+from experiments.ideal.configs.default import get_config
+
+
+def test_cells_cover_every_estimator_and_sampling_at_each_level():
+    cells = estimators.cells(get_config())
+    names = [(level, name) for level, name, _ in cells]
+    assert names[:3] == [
+        ("corrupt_75", "baselines"),
+        ("corrupt_75", "lookahead-uniform"),
+        ("corrupt_75", "lookahead-weighted"),
+    ]
+    assert len(cells) == 2 * (1 + 3 * 2 + 4) and names[-1] == ("corrupt_90", "implicit-weighted-holdout-rotating")
+    c = dict((name, config) for level, name, config in cells if level == "corrupt_90")["implicit-weighted"]
+    assert (c.methods, c.estimator, c.related_sampling, c.corrupt_fraction) == (
+        ("meta_net",),
+        "implicit",
+        "weighted",
+        0.9,
+    )
+
+
+def test_table_pairs_each_row_with_the_oracle():
+    rec = lambda method, seed, acc: {"method": method, "seed": seed, "test_accuracy": acc}
+    results = {
+        ("corrupt_75", "baselines"): [
+            rec("oracle", 0, 0.80),
+            rec("oracle", 1, 0.82),
+            rec("union", 0, 0.5),
+            rec("union", 1, 0.5),
+        ],
+        ("corrupt_75", "implicit-weighted"): [rec("meta_net", 0, 0.79), rec("meta_net", 1, 0.83)],
+    }
+    text = estimators.summarize(results)
+    assert "| oracle | 81.0 ± 1.0 | 1.0× | – |" in text
+    assert "| meta_net, implicit, weighted | 81.0 ± 2.0 | 2.0× | +0.0 |" in text
+    assert "| union | 50.0 ± 0.0 | 0.0× | -31.0 |" in text
+
+
+def test_published_estimator_table_matches_its_results():
+    """README and results/ideal_estimators/summary.md hold the table derived from the cells' results files."""
+    import json
+    from pathlib import Path
+
+    from tools.publish import published_block
+
+    root = Path(__file__).resolve().parents[1] / "results" / "ideal_estimators"
+    results = {
+        (level, name): json.loads((root / level / name / "results.json").read_text())
+        for level, name, _ in estimators.cells(get_config())
+        if (root / level / name / "results.json").exists()
+    }
+    summary = (root / "summary.md").read_text()
+    assert summary == estimators.summarize(results)
+    assert published_block((root.parents[1] / "README.md").read_text(), "ideal_estimators") == summary.strip("\n")
+    for records in results.values():
+        for method in {r["method"] for r in records}:
+            assert sorted(r["seed"] for r in records if r["method"] == method) == [0, 1, 2, 3, 4]
