@@ -3,17 +3,20 @@ r"""Benchmark: time of the jit-compiled meta step relative to the plain (union) 
     python -m experiments.ideal.bench --workdir=DIR [--config=experiments/ideal/configs/default.py] [--repeats=200]
 
 Both steps use the ideal task's model, optimizer and batch sizes from the config; the meta step is
-``meta_net`` with the config's weighting network and inner steps. Each is compiled first, then timed over
-``--repeats`` calls (median, with ``block_until_ready``). Writes ``DIR/bench.json`` with ``meta_step_ms``,
-``plain_step_ms`` and ``ratio`` (meta / plain) plus the device and versions, and ``memory``: for K in
+``meta_net`` with the config's weighting network and estimator (the memory table: the look-ahead with K steps).
+Each is compiled first, then timed over ``--repeats`` calls (median, with ``block_until_ready``). Writes
+``DIR/bench.json`` with ``meta_step_ms``, ``plain_step_ms`` and ``ratio`` (meta / plain) plus the device and
+versions, and ``memory``: for K in
 ``--inner_steps`` with and without rematerialisation (``jax.checkpoint`` of each inner step), the compiled
 meta step's temporary (peak working) memory from XLA's memory analysis and its median time; and
-``estimators``: for each meta-gradient estimator (``config.estimator``), ``meta_net``'s step time, its ``ratio`` to
-the plain step and its temporary memory.
+``estimators``: for each meta-gradient estimator (``config.estimator``), ``meta_net``'s step time with the config's
+related sampling (for ``trajectory``, per real step of a segment of ``TRAJECTORY_STEPS``), its ``ratio`` to the plain
+step and its temporary memory.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 
@@ -21,6 +24,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments.ideal.estimators import TRAJECTORY_STEPS
 from experiments.ideal.train import IdealData, IdealProgram
 from experiments.shared.bench import median_ms
 from experiments.shared.config import ESTIMATORS
@@ -53,7 +57,7 @@ def bench(config, repeats: int, inner_steps: tuple[int, ...] = (1, 2, 4)) -> dic
     for k in inner_steps:
         for remat in (False, True):
             cfg = config.copy_and_resolve_references()
-            cfg.inner_steps = k
+            cfg.inner_steps, cfg.estimator, cfg.related_sampling = k, "lookahead", "uniform"
             program = IdealProgram("meta_net", cfg, remat=remat)
             state = program.init(jax.random.key(1), data)
             compiled = program.train_step.lower(state, jax.random.key(0), data).compile()
@@ -69,11 +73,13 @@ def bench(config, repeats: int, inner_steps: tuple[int, ...] = (1, 2, 4)) -> dic
     result["estimators"] = {}
     for name in ESTIMATORS:
         cfg = config.copy_and_resolve_references()
-        cfg.estimator = name
+        cfg.estimator, cfg.trajectory_steps = name, TRAJECTORY_STEPS
         program = IdealProgram("meta_net", cfg)
         state = program.init(jax.random.key(1), data)
         compiled = program.train_step.lower(state, jax.random.key(0), data).compile()
-        step_ms = median_ms(program.train_step, state, data, repeats)
+        # the launcher's step function (related sampling as configured); per real step for a trajectory segment
+        step, calls = program.step_fn(data, cfg.train_steps, 0), itertools.count(0, program.steps_per_call)
+        step_ms = median_ms(lambda s, k, d: step(s, k, next(calls)), state, data, repeats) / program.steps_per_call
         result["estimators"][name] = {
             "step_ms": step_ms,
             "ratio": step_ms / result["plain_step_ms"],
