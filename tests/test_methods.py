@@ -35,7 +35,7 @@ def test_two_phase_methods_switch_after_the_pretrain_fraction():
 )
 def test_each_row_builds_its_trainer_from_the_config(name, trainer, weighting):
     config = get_config()
-    config.inner_steps, config.normalize_weights = 2, False
+    config.inner_steps, config.normalize_weights, config.estimator = 2, False, "lookahead"
     built, w = METHODS[name].build(m.TrainerParts(tiny.loss_fn, config, 8, lambda: None))  # type: ignore[arg-type]
     assert isinstance(built, trainer) and (w is None if weighting is None else isinstance(w, weighting))
     if isinstance(built, MetaReweighting):

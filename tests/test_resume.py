@@ -24,6 +24,8 @@ IDEAL = [
     "--config.checkpoint_every=25",
     "--config.num_seeds=1",
     "--config.methods=pretrain_finetune,meta_table",
+    # the default implicit estimator and weighted sampling, its probabilities refreshed at every checkpoint
+    "--config.sampling_every=25",
 ]
 DIALOG = [
     "-m",
