@@ -174,18 +174,15 @@ class Program(abc.ABC):
             batches[OUTER] = self.batch_at(pools, TARGET, idx)
         elif OUTER in names:
             batches[OUTER] = batches[TARGET] if c.outer_batch == "target" else self.batch(pools, TARGET, k_o)
+        stacked, salt = 0, 0
         if self.steps_per_call > 1:
             # a segment of real steps (Trajectory): one target and related batch per step, one outer batch
-            k_more = jax.random.split(jax.random.fold_in(key, 2), 2 * (self.steps_per_call - 1))
-            batches[TARGET] = stack_batches(
-                [batches[TARGET]] + [self.target_batch(pools, k, holdout) for k in k_more[0::2]]
-            )
-            batches[RELATED] = stack_batches(
-                [batches[RELATED]] + [self.related_batch(pools, k, probabilities) for k in k_more[1::2]]
-            )
+            stacked, salt = self.steps_per_call, 2
         elif method.meta and c.fresh_inner_batches:
             # the look-ahead's later steps draw batches of their own; the real update uses batch 0
-            k_more = jax.random.split(jax.random.fold_in(key, 1), 2 * (c.inner_steps - 1))
+            stacked, salt = c.inner_steps, 1
+        if stacked:
+            k_more = jax.random.split(jax.random.fold_in(key, salt), 2 * (stacked - 1))
             batches[TARGET] = stack_batches(
                 [batches[TARGET]] + [self.target_batch(pools, k, holdout) for k in k_more[0::2]]
             )
