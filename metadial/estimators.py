@@ -36,6 +36,7 @@ import optax
 
 from metadial.optim import optax_update
 from metadial.sampling import IMPORTANCE
+from metadial.stacks import BatchStack, check_stacked, first_of_stack, map_stack, merge_stack, scan_stacks
 from metadial.weighting import Batch, PyTree, Weighting
 
 LossFn = Callable[[PyTree, Batch], jax.Array]
@@ -120,6 +121,9 @@ class Estimator(abc.ABC):
     # > 0: the estimator differentiates through this many *real* steps, so one call of the step makes that many
     # model updates (on batches stacked along a leading axis) and one meta update (``Trajectory``)
     real_steps: int = 0
+    # whether the steps the estimator differentiates through recompute their activations in the backward pass
+    # (``jax.checkpoint``): less memory, more time
+    remat: bool = False
 
     def init(self, params: PyTree) -> PyTree:
         """The estimator's state for a model with ``params`` (carried from step to step)."""
@@ -140,13 +144,20 @@ class Estimator(abc.ABC):
     ) -> MetaGradient:
         """The meta-gradient at the model's current ``params`` (and optimizer state)."""
 
-    def real_batches(self, target_batch: Batch, related_batch: Batch) -> tuple[Batch, Batch]:
-        """The batches of the model's real update, from the batches the step was given."""
-        return target_batch, related_batch
+    def real_batches(self, target_batch: Batch | BatchStack, related_batch: Batch | BatchStack) -> tuple[Batch, Batch]:
+        """The batches of the model's real update, from the batches the step was given (by default, those)."""
+        return as_batch(target_batch), as_batch(related_batch)
 
-    def meta_update_batch(self, related_batch: Batch) -> Batch:
+    def meta_update_batch(self, related_batch: Batch | BatchStack) -> Batch:
         """The related batch whose weighting parameters the meta update touches (the table's rows)."""
-        return related_batch
+        return as_batch(related_batch)
+
+
+def as_batch(batch: Batch | BatchStack) -> Batch:
+    """``batch``, which must be a plain batch here, not a :class:`metadial.stacks.BatchStack`."""
+    if isinstance(batch, BatchStack):
+        raise TypeError("this estimator takes one batch per step, got a BatchStack (for stacked estimators only)")
+    return batch
 
 
 def optimizer_steps(
@@ -167,8 +178,8 @@ def optimizer_steps(
     """``num_steps`` optax updates on the inner objective, differentiable in ``weights``.
 
     By default every step uses the same batches and ``(B,)`` weights. With ``stacked``, ``weights`` is
-    ``(num_steps, B)`` and every leaf of both batches has a leading ``num_steps`` axis: step ``k`` uses
-    batch ``k``. ``remat`` recomputes each step's activations in the backward pass (``jax.checkpoint``)."""
+    ``(num_steps, B)`` and both batches are stacks of ``num_steps`` batches (``metadial.stacks``): step ``k``
+    uses batch ``k``. ``remat`` recomputes each step's activations in the backward pass (``jax.checkpoint``)."""
 
     def one_step(carry, xs):
         p, s = carry
@@ -180,8 +191,8 @@ def optimizer_steps(
         one_step = jax.checkpoint(one_step)
     if stacked:
         check_stacked(num_steps, weights, target_batch, related_batch)
-        (params, opt_state), _ = jax.lax.scan(
-            one_step, (params, opt_state), (weights, target_batch, related_batch), length=num_steps
+        (params, opt_state), _ = scan_stacks(
+            one_step, (params, opt_state), (weights, target_batch, related_batch), num_steps
         )
         return params, opt_state
     same = lambda carry, _: one_step(carry, (weights, target_batch, related_batch))
@@ -190,26 +201,6 @@ def optimizer_steps(
         return params, opt_state
     (params, opt_state), _ = jax.lax.scan(same, (params, opt_state), None, length=num_steps)
     return params, opt_state
-
-
-def check_stacked(num_steps: int, *trees: PyTree) -> None:
-    """Raises unless every leaf of ``trees`` has a leading axis of length ``num_steps``."""
-    for leaf in jax.tree.leaves(trees):
-        if leaf.ndim == 0 or leaf.shape[0] != num_steps:
-            raise ValueError(
-                f"with fresh inner batches every batch leaf needs a leading axis of length "
-                f"inner_steps={num_steps}, got a leaf of shape {leaf.shape}"
-            )
-
-
-def first_of_stack(batch: Batch) -> Batch:
-    """Batch 0 of a stack of batches (leading axis)."""
-    return jax.tree.map(lambda x: x[0], batch)
-
-
-def merge_stack(batch: Batch) -> Batch:
-    """A stack of ``K`` batches of ``B`` examples as one batch of ``K * B``."""
-    return jax.tree.map(lambda x: jnp.reshape(x, (-1, *x.shape[2:])), batch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,7 +239,7 @@ class Lookahead(Estimator):
         """The outer loss after the simulated updates, as a function of ``meta_params``."""
         if self.fresh_batches:
             check_stacked(self.inner_steps, target_batch, related_batch)
-            weights = jax.vmap(problem.weighting.weights, in_axes=(None, 0))(meta_params, related_batch)
+            weights = map_stack(lambda batch: problem.weighting.weights(meta_params, batch), related_batch)
         else:
             weights = problem.weighting.weights(meta_params, related_batch)
         params, _ = optimizer_steps(

@@ -10,7 +10,7 @@ and call it every step: shapes are static, so it traces once.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import flax.struct
 import jax
@@ -23,19 +23,18 @@ from metadial.estimators import (
     LossFn,
     MetaGradient,
     Problem,
-    check_stacked,
-    first_of_stack,
     inner_objective,
     mean_loss,
-    merge_stack,
     optimizer_steps,
     weighted_mean,
 )
 from metadial.optim import optax_update
+from metadial.stacks import BatchStack, check_stacked, first_of_stack, merge_stack, scan_stacks, stack_batches
 from metadial.weighting import Batch, PyTree, Weighting
 
 __all__ = [
     "REAL_UPDATES",
+    "BatchStack",
     "LearningToReweight",
     "MetaReweighting",
     "MetaState",
@@ -59,11 +58,6 @@ class TrainState(flax.struct.PyTreeNode):
     step: jax.Array
     params: PyTree
     opt_state: PyTree
-
-
-def stack_batches(batches: Sequence[Batch]) -> Batch:
-    """Batches of equal shapes stacked along a new leading axis (the input of ``fresh_inner_batches``)."""
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *batches)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,10 +255,15 @@ class MetaReweighting:
         return new_state, {"train_loss": loss, **meta_metrics}
 
     def segment_step(
-        self, state: MetaState, target_batches: Batch, related_batches: Batch, outer_batch: Batch
+        self,
+        state: MetaState,
+        target_batches: Batch | BatchStack,
+        related_batches: Batch | BatchStack,
+        outer_batch: Batch,
     ) -> tuple[MetaState, dict[str, jax.Array]]:
-        """``estimator.real_steps`` real updates (batch ``k`` of the stacks at update ``k``), then one meta update
-        with the gradient of the outer loss at the end through all of them (``metadial.estimators.Trajectory``)."""
+        """``estimator.real_steps`` real updates (batch ``k`` of the stacks at update ``k``; ``metadial.stacks``),
+        then one meta update with the gradient of the outer loss at the end through all of them
+        (``metadial.estimators.Trajectory``)."""
         num_steps = self.estimator.real_steps
         check_stacked(num_steps, target_batches, related_batches)
 
@@ -275,12 +274,12 @@ class MetaReweighting:
             params, opt_state, loss = self.model_update(params, opt_state, weights, target_batch, related_batch)
             return (params, opt_state, meta_params), (loss, jnp.mean(weights))
 
-        if getattr(self.estimator, "remat", False):
+        if self.estimator.remat:
             one_step = jax.checkpoint(one_step)
 
         def outer_after_segment(meta_params):
-            (params, opt_state, _), per_step = jax.lax.scan(
-                one_step, (state.params, state.opt_state, meta_params), (target_batches, related_batches)
+            (params, opt_state, _), per_step = scan_stacks(
+                one_step, (state.params, state.opt_state, meta_params), (target_batches, related_batches), num_steps
             )
             return self.problem.outer_loss(params, outer_batch), (params, opt_state, per_step)
 

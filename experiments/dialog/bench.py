@@ -8,10 +8,16 @@ evaluation every ``eval_every`` steps and the test and OOV evaluations; early st
 the whole sweep (every method × size × seed), on this machine, one run at a time (leaving out the loop's own
 work, such as the logged weight statistics). Writes ``DIR/dialog_bench.json`` and prints a table; ratios are
 to the ``target_only`` and the ``union`` step. Run it on an otherwise idle machine.
+
+Under ``estimators``, ``meta_net`` with each estimator of ``--estimators`` (``trajectory`` once per segment
+length of ``--trajectory_steps``): its step time (per real step for a trajectory segment, through the
+launcher's step function), its ratio to the ``union`` step, the compiled step's temporary memory and how long
+it took to compile.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import time
@@ -85,10 +91,50 @@ def bench(config: ml_collections.ConfigDict, repeats: int) -> dict:
     return result
 
 
+def bench_estimators(
+    config: ml_collections.ConfigDict,
+    estimators: list[str],
+    trajectory_steps: list[int],
+    union_ms: float | None,
+    repeats: int,
+) -> dict:
+    """``meta_net``'s step with each estimator: time per real step, ratio to ``union``, memory, compile time."""
+    _, sizes = validate_config(config)
+    data = load_data(config)
+    pools = data.train_pools(data.target_train(min(sizes), 0))
+    settings = [(e, t) for e in estimators for t in (trajectory_steps if e == "trajectory" else [0])]
+    out = {}
+    for name, steps in settings:
+        cfg = config.copy_and_resolve_references()
+        cfg.estimator = name
+        if steps:
+            cfg.trajectory_steps = steps
+        program = DialogProgram("meta_net", cfg, data)
+        state = program.init(jax.random.key(0), pools)
+        t0 = time.perf_counter()
+        compiled = program.train_step.lower(state, jax.random.key(0), pools).compile()
+        compile_seconds = time.perf_counter() - t0
+        step, calls = program.step_fn(pools, 10**9, 0), itertools.count(0, program.steps_per_call)
+        calls_timed = max(3, repeats // program.steps_per_call)
+        step_ms = median_ms(lambda s, k, p: step(s, k, next(calls)), state, pools, calls_timed) / program.steps_per_call
+        key = f"trajectory_{steps}" if steps else name
+        out[key] = {
+            "step_ms": step_ms,
+            "ratio_to_union": step_ms / union_ms if union_ms else None,
+            "temp_bytes": int(compiled.memory_analysis().temp_size_in_bytes),
+            "compile_seconds": compile_seconds,
+        }
+        logging.info("meta_net with %s: %s", key, out[key])
+    return out
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     result = bench(FLAGS.config, FLAGS.repeats)
+    union_ms = result["methods"].get("union", {}).get("step_ms")
+    trajectory_steps = [int(t) for t in FLAGS.trajectory_steps]
+    result["estimators"] = bench_estimators(FLAGS.config, FLAGS.estimators, trajectory_steps, union_ms, FLAGS.repeats)
     os.makedirs(FLAGS.workdir, exist_ok=True)
     atomic_write_json(os.path.join(FLAGS.workdir, "dialog_bench.json"), result)
     sizes = list(result["train_steps"])
@@ -106,10 +152,18 @@ def main(argv):
         f"dev evaluation: {result['dev_eval_seconds']:.2f} s; whole sweep ({len(sizes)} sizes x "
         f"{FLAGS.config.num_seeds} seeds) at the full budget, one run at a time: {result['sweep_hours']:.1f} h"
     )
+    for name, e in result["estimators"].items():
+        ratio = f"{e['ratio_to_union']:.2f}x union" if e["ratio_to_union"] else ""
+        print(
+            f"meta_net, {name}: {e['step_ms']:.1f} ms per real step {ratio}, "
+            f"{e['temp_bytes'] / 2**20:.0f} MiB temporary memory, compiled in {e['compile_seconds']:.1f} s"
+        )
 
 
 if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "The dialog configuration.")
     flags.DEFINE_string("workdir", None, "Output folder for dialog_bench.json.", required=True)
-    flags.DEFINE_integer("repeats", 30, "Timed calls per step (median).")
+    flags.DEFINE_integer("repeats", 30, "Timed calls per step (median); real steps for a trajectory segment.")
+    flags.DEFINE_list("estimators", ["lookahead", "implicit", "trajectory"], "meta_net's estimators to time.")
+    flags.DEFINE_list("trajectory_steps", ["50", "200"], "Segment lengths (real steps) of the trajectory estimator.")
     app.run(main)

@@ -31,6 +31,8 @@ METHODS: dict[str, m.Method] = {
 class DialogProgram(Program):
     """The jit-compiled training and evaluation functions of one method (reused across sizes and seeds)."""
 
+    shared_keys = SHARED_KEYS
+
     def __init__(self, name: str, config: ml_collections.ConfigDict, data: DialogData):
         corpus = data.corpus
         self.memory_size = min(config.memory_size, corpus.max_sentences)

@@ -17,7 +17,7 @@ from metadial import sampling
 from metadial.holdout import Folds, draw_from_fold, fold_at, target_folds
 from metadial.parallel import check_batch_size, data_mesh, replicate, shard_batch
 from metadial.sampling import IMPORTANCE
-from metadial.steps import stack_batches
+from metadial.stacks import BatchStack
 from metadial.weighting import Weighting
 
 Batch = dict[str, Any]
@@ -57,6 +57,10 @@ class Program(abc.ABC):
     def pool_size(self, pools: Pools, pool: str) -> int:
         """The number of examples in ``pools[pool]``."""
 
+    # batch entries every example shares (e.g. a candidate table examples index into): a stack of batches keeps
+    # them once, not once per step
+    shared_keys: tuple[str, ...] = ()
+
     def batch_size(self, pool: str) -> int:
         """The size of a training batch drawn from ``pool``."""
         del pool
@@ -64,17 +68,52 @@ class Program(abc.ABC):
 
     def batch(self, pools: Pools, pool: str, key: jax.Array) -> Batch:
         """A training batch drawn uniformly with replacement from ``pools[pool]`` with ``key``."""
-        idx = jax.random.randint(key, (self.batch_size(pool),), 0, self.pool_size(pools, pool))
-        return self.batch_at(pools, pool, idx)
+        return self.batch_at(pools, pool, self.uniform_indices(pools, pool, key))
 
-    def related_batch(self, pools: Pools, key: jax.Array, probabilities: jax.Array | None) -> Batch:
-        """A related batch: uniform, or drawn with ``probabilities`` (weight-aware sampling) and carrying the
+    def uniform_indices(self, pools: Pools, pool: str, key: jax.Array) -> jax.Array:
+        """A batch's indices drawn uniformly with replacement from ``pools[pool]`` with ``key``."""
+        return jax.random.randint(key, (self.batch_size(pool),), 0, self.pool_size(pools, pool))
+
+    def related_indices(
+        self, pools: Pools, key: jax.Array, probabilities: jax.Array | None
+    ) -> tuple[jax.Array, jax.Array | None]:
+        """A related batch's indices: uniform, or drawn with ``probabilities`` (weight-aware sampling) with the
         importance factors that keep the weighted objective the same (``metadial.sampling``)."""
         pool = self.method.related_pool
         if probabilities is None:
-            return self.batch(pools, pool, key)
-        idx, importance = sampling.draw(key, probabilities, self.batch_size(pool))
-        return {**self.batch_at(pools, pool, idx), **shard_batch({IMPORTANCE: importance}, self.mesh)}
+            return self.uniform_indices(pools, pool, key), None
+        return sampling.draw(key, probabilities, self.batch_size(pool))
+
+    def target_indices(self, pools: Pools, key: jax.Array, holdout: tuple[Folds, jax.Array] | None) -> jax.Array:
+        """A target batch's indices for the model: from all target examples, or from the current fold's training
+        part."""
+        if holdout is None:
+            return self.uniform_indices(pools, TARGET, key)
+        folds, fold = holdout
+        return draw_from_fold(key, folds.train, folds.train_size, fold, self.batch_size(TARGET))
+
+    def drawn_batch(self, pools: Pools, pool: str, idx: jax.Array, importance: jax.Array | None = None) -> Batch:
+        """The batch of examples ``idx`` of ``pools[pool]``, with the importance factors if drawn by weight."""
+        batch = self.batch_at(pools, pool, idx)
+        if importance is None:
+            return batch
+        return {**batch, **shard_batch({IMPORTANCE: importance}, self.mesh)}
+
+    def drawn_stack(self, pools: Pools, pool: str, idx: jax.Array, importance: jax.Array | None = None) -> BatchStack:
+        """The batches of ``(num_steps, B)`` indices ``idx`` of ``pools[pool]`` as one gather, stacked; the entries
+        every example shares (``shared_keys``) are kept once."""
+        num_steps, size = idx.shape
+        batch = self.drawn_batch(pools, pool, idx.reshape(-1), None if importance is None else importance.reshape(-1))
+        per_step = {
+            k: jax.tree.map(lambda x: x.reshape(num_steps, size, *x.shape[1:]), v)
+            for k, v in batch.items()
+            if k not in self.shared_keys
+        }
+        return BatchStack(per_step, {k: batch[k] for k in self.shared_keys if k in batch})
+
+    def related_batch(self, pools: Pools, key: jax.Array, probabilities: jax.Array | None) -> Batch:
+        """A related batch: uniform, or drawn by weight with importance factors (``related_indices``)."""
+        return self.drawn_batch(pools, self.method.related_pool, *self.related_indices(pools, key, probabilities))
 
     def all_related_weights(self, state: Any, pools: Pools) -> jax.Array:
         """The current weight of every example of the related pool (meta methods; weight-aware sampling)."""
@@ -97,12 +136,7 @@ class Program(abc.ABC):
 
     def target_batch(self, pools: Pools, key: jax.Array, holdout: tuple[Folds, jax.Array] | None) -> Batch:
         """A target batch for the model: from all target examples, or from the current fold's training part."""
-        if holdout is None:
-            return self.batch(pools, TARGET, key)
-        folds, fold = holdout
-        return self.batch_at(
-            pools, TARGET, draw_from_fold(key, folds.train, folds.train_size, fold, self.batch_size(TARGET))
-        )
+        return self.drawn_batch(pools, TARGET, self.target_indices(pools, key, holdout))
 
     @property
     def samples_by_weight(self) -> bool:
@@ -165,15 +199,6 @@ class Program(abc.ABC):
         c, method = self.config, self.method
         names = method.step_batches(phase)
         k_t, k_r, k_o = jax.random.split(key, 3)
-        batches = {TARGET: self.target_batch(pools, k_t, holdout)}
-        if RELATED in names:
-            batches[RELATED] = self.related_batch(pools, k_r, probabilities)
-        if OUTER in names and holdout is not None:
-            folds, fold = holdout
-            idx = draw_from_fold(k_o, folds.outer, folds.outer_size, fold, self.batch_size(TARGET))
-            batches[OUTER] = self.batch_at(pools, TARGET, idx)
-        elif OUTER in names:
-            batches[OUTER] = batches[TARGET] if c.outer_batch == "target" else self.batch(pools, TARGET, k_o)
         stacked, salt = 0, 0
         if self.steps_per_call > 1:
             # a segment of real steps (Trajectory): one target and related batch per step, one outer batch
@@ -181,12 +206,26 @@ class Program(abc.ABC):
         elif method.meta and c.fresh_inner_batches:
             # the look-ahead's later steps draw batches of their own; the real update uses batch 0
             stacked, salt = c.inner_steps, 1
+        batches: dict[str, Any] = {}
         if stacked:
+            # batch 0 from k_t / k_r, the others from keys of their own; all indices drawn, then gathered, at once
             k_more = jax.random.split(jax.random.fold_in(key, salt), 2 * (stacked - 1))
-            batches[TARGET] = stack_batches(
-                [batches[TARGET]] + [self.target_batch(pools, k, holdout) for k in k_more[0::2]]
-            )
-            batches[RELATED] = stack_batches(
-                [batches[RELATED]] + [self.related_batch(pools, k, probabilities) for k in k_more[1::2]]
-            )
+            keys_t = jnp.concatenate([k_t[None], k_more[0::2]])
+            keys_r = jnp.concatenate([k_r[None], k_more[1::2]])
+            target_idx = jax.vmap(lambda k: self.target_indices(pools, k, holdout))(keys_t)
+            batches[TARGET] = self.drawn_stack(pools, TARGET, target_idx)
+            first_target = self.batch_at(pools, TARGET, target_idx[0])
+            if RELATED in names:
+                related_idx, importance = jax.vmap(lambda k: self.related_indices(pools, k, probabilities))(keys_r)
+                batches[RELATED] = self.drawn_stack(pools, method.related_pool, related_idx, importance)
+        else:
+            batches[TARGET] = first_target = self.target_batch(pools, k_t, holdout)
+            if RELATED in names:
+                batches[RELATED] = self.related_batch(pools, k_r, probabilities)
+        if OUTER in names and holdout is not None:
+            folds, fold = holdout
+            idx = draw_from_fold(k_o, folds.outer, folds.outer_size, fold, self.batch_size(TARGET))
+            batches[OUTER] = self.batch_at(pools, TARGET, idx)
+        elif OUTER in names:
+            batches[OUTER] = first_target if c.outer_batch == "target" else self.batch(pools, TARGET, k_o)
         return self.trainer.step(state, *(batches[n] for n in names))

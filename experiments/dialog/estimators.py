@@ -1,0 +1,175 @@
+r"""The estimator comparison on the converged dialog runs: ``meta_net`` with each meta-gradient estimator, with
+and without an outer loss on held-out target dialogs, against the converged sweep's ``union`` and look-ahead
+``meta_net`` (same budget rule, seed and target data), one command.
+
+    python -m experiments.dialog.estimators --workdir=results/dialog_estimators \
+        [--sweep=results/dialog_sweep] [--targets=female_elderly,small] [--config.FIELD=VALUE ...] [--summarize_only]
+
+Each cell is an ordinary, resumable launcher workdir ``DIR/<target>/<cell>`` running ``meta_net`` at 100
+target dialogs, seed 0: ``implicit`` (SOBA, the config's ``implicit_*`` settings), ``trajectory`` (segments
+of ``TRAJECTORY_STEPS`` real steps, meta learning rate ``TRAJECTORY_META_LR``: one meta update per segment, so
+a larger rate than the look-ahead's, as on the ideal task), and ``lookahead-holdout`` / ``implicit-holdout``
+(outer loss on a quarter of the target dialogs held out in folds that rotate every ``HOLDOUT_ROTATION`` steps,
+so the model trains on every dialog in turn). The reference rows come from the sweep's workdir
+(``profiles/<profile>`` and ``small_100/small``). ``DIR/summary.md`` holds, per target set: test per-response
+accuracy, the difference to ``union`` (same seed), when each run stopped and its wall-clock; the mean learned
+weight of each kind of related bot turn; and test accuracy per kind of target turn.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import ml_collections
+import numpy as np
+from absl import flags
+
+from experiments.dialog import train
+from experiments.shared.cli import report, run_launcher
+from experiments.shared.config import ConfigError, as_list
+from experiments.shared.tables import summary_table
+from metadial.data.dialog_tasks import PROFILES
+from metadial.io import atomic_write_text, read_json
+
+TRAJECTORY_STEPS = 50
+TRAJECTORY_META_LR = 0.02  # 20x the look-ahead's 1e-3: one meta update per 50 real steps
+HOLDOUT, HOLDOUT_ROTATION = 0.25, 100
+SEED, TARGET_DIALOGS = 0, 100
+
+CELLS: dict[str, dict] = {
+    "implicit": dict(estimator="implicit"),
+    "trajectory": dict(
+        estimator="trajectory", trajectory_steps=TRAJECTORY_STEPS, meta_learning_rate=TRAJECTORY_META_LR
+    ),
+    "lookahead-holdout": dict(estimator="lookahead", meta_holdout=HOLDOUT, meta_holdout_rotation=HOLDOUT_ROTATION),
+    "implicit-holdout": dict(estimator="implicit", meta_holdout=HOLDOUT, meta_holdout_rotation=HOLDOUT_ROTATION),
+}
+# the sweep's rows: its meta_net is the look-ahead with uniform sampling and no held-out fold
+REFERENCE_ROWS = {"union": "union", "meta_net": "meta_net, lookahead"}
+
+
+def sweep_folder(target: str) -> str:
+    """The sweep's workdir (relative) that holds ``target``'s runs at 100 dialogs."""
+    return "small_100/small" if target == "small" else os.path.join("profiles", target)
+
+
+def cells(config: ml_collections.ConfigDict, targets: list[str]) -> list[tuple[str, str, ml_collections.ConfigDict]]:
+    """``(target, cell, config)`` of every launcher run, each config checked."""
+    unknown = [t for t in targets if t != "small" and t not in PROFILES]
+    if unknown or not targets:
+        raise ConfigError(
+            f"--targets: {', '.join(unknown) or 'nothing'} not known; targets: small, {', '.join(PROFILES)}"
+        )
+    out = []
+    for target in targets:
+        for name, changes in CELLS.items():
+            c = copy.deepcopy(config)
+            c.update(
+                dict(changes, methods=("meta_net",), target_set=target, target_dialogs=(TARGET_DIALOGS,), num_seeds=1)
+            )
+            train.validate_config(c)
+            out.append((target, name, c))
+    return out
+
+
+def _named(entries: list[dict], row: str | None) -> list[dict]:
+    """The seed-``SEED`` entries at 100 dialogs (records or weight runs), each with its ``row``: ``row``, or for
+    the sweep's entries (``row=None``) the reference row of its method (other methods left out)."""
+    out = []
+    for e in entries:
+        name = row or REFERENCE_ROWS.get(e["method"])
+        if name and e["seed"] == SEED and e["target_dialogs"] == TARGET_DIALOGS:
+            out.append(dict(e, row=name))
+    return out
+
+
+def load(workdir: str, sweep: str, targets: list[str]) -> dict[str, tuple[list[dict], list[dict], list[str]]]:
+    """Per target set: its finished records (each with ``row``), their weight runs and the kind of every related
+    example."""
+    out = {}
+    for target in targets:
+        records, runs, kinds = [], [], []
+        folders: list[tuple[str, str | None]] = [(os.path.join(sweep, sweep_folder(target)), None)]
+        folders += [(os.path.join(workdir, target, name), f"meta_net, {name}") for name in CELLS]
+        for folder, row in folders:
+            if not os.path.exists(os.path.join(folder, "results.json")):
+                continue
+            records += _named(read_json(os.path.join(folder, "results.json")), row)
+            if os.path.exists(os.path.join(folder, "related_weights.json")):
+                weights = read_json(os.path.join(folder, "related_weights.json"))
+                kinds = kinds or [e["kind"] for e in weights["examples"]]
+                runs += _named(weights["runs"], row)
+        out[target] = (records, runs, kinds)
+    return out
+
+
+def summarize(loaded: dict[str, tuple[list[dict], list[dict], list[str]]]) -> str:
+    """The comparison's tables, per target set."""
+    text = (
+        f"`meta_net` with each meta-gradient estimator at {TARGET_DIALOGS} target dialogs, seed {SEED}, against "
+        "the converged sweep's `union` and look-ahead `meta_net` (same budget rule: dev evaluation every 10 epochs, "
+        "early stopping after 5 evaluations without improvement, at most 1000 epochs). Δ union: test "
+        f"per-response difference to `union` (points). Holdout: outer loss on {HOLDOUT:.0%} of the target dialogs, "
+        f"folds rotating every {HOLDOUT_ROTATION} steps; trajectory: {TRAJECTORY_STEPS}-step segments, meta "
+        f"learning rate {TRAJECTORY_META_LR}.\n"
+    )
+    for target, (records, runs, kinds) in loaded.items():
+        if not records:
+            continue
+        union = [r["test_response_accuracy"] for r in records if r["row"] == "union"]
+        for r in records:
+            r["delta_union"] = r["test_response_accuracy"] - union[0] if union else None
+        text += f"\n### {target}\n\n"
+        columns = [
+            ("test_response_accuracy", "test per-response (%)", 100.0, 1),
+            ("delta_union", "Δ union", 100.0, 1),
+            ("best_step", "best step", 1.0, 0),
+            ("stopped_step", "stopped at step", 1.0, 0),
+            ("wall_seconds", "seconds", 1.0, 0),
+        ]
+        text += summary_table([r for r in records if r["delta_union"] is not None or not union], ["row"], columns)
+        if runs and kinds:
+            names = sorted(set(kinds))
+            kind_ids = np.asarray([names.index(k) for k in kinds])
+            counts = np.bincount(kind_ids, minlength=len(names))
+            rows = [
+                dict(row=w["row"], **dict(zip(names, np.bincount(kind_ids, w["weights"], len(names)) / counts)))
+                for w in runs
+            ]
+            text += "\nMean learned weight of the related examples by kind of bot turn:\n\n"
+            text += summary_table(rows, ["row"], [(k, k, 1.0, 2) for k in names])
+        by_kind = train.kind_accuracy_table(records, ["row"])
+        if by_kind:
+            text += "\nTest per-response accuracy (%) by kind of target bot turn:\n\n" + by_kind
+    return text
+
+
+def run(
+    config: ml_collections.ConfigDict, workdir: str, sweep: str, targets: list[str], summarize_only: bool = False
+) -> str:
+    """Runs every cell (resumable; the summary is rewritten after each), or only rewrites the summary."""
+    targets = as_list(targets)
+    todo = cells(config, targets)  # every cell's config is checked before any data is read
+    path = os.path.join(workdir, "summary.md")
+    if not summarize_only:
+        for target, name, c in todo:
+            train.run(c, os.path.join(workdir, target, name))
+            atomic_write_text(path, summarize(load(workdir, sweep, targets)))
+    text = summarize(load(workdir, sweep, targets))
+    atomic_write_text(path, text)
+    report([path], text)
+    return text
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("sweep", "results/dialog_sweep", "The converged sweep's workdir (union and meta_net rows).")
+    flags.DEFINE_list("targets", ["female_elderly", "small"], "Target sets: small and/or profile names.")
+    flags.DEFINE_bool("summarize_only", False, "Only rewrite DIR/summary.md from the runs finished so far.")
+    run_launcher(
+        lambda config, workdir: run(
+            config, workdir, flags.FLAGS.sweep, flags.FLAGS.targets, flags.FLAGS.summarize_only
+        ),
+        train.DEFAULT_CONFIG,
+        "one launcher workdir per target set and cell, and summary.md",
+    )

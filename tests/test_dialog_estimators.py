@@ -1,0 +1,64 @@
+"""The dialog estimator comparison (experiments/dialog/estimators.py): its cells and its tables."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from experiments.dialog import estimators
+from experiments.dialog.configs.default import get_config
+from experiments.shared.config import ConfigError
+
+
+def test_cells_run_meta_net_with_each_estimator_on_each_target():
+    cells = estimators.cells(get_config(), ["female_elderly", "small"])
+    assert [(t, n) for t, n, _ in cells][:2] == [("female_elderly", "implicit"), ("female_elderly", "trajectory")]
+    assert len(cells) == 2 * len(estimators.CELLS)
+    by_name = {(t, n): c for t, n, c in cells}
+    trajectory = by_name[("small", "trajectory")]
+    assert (trajectory.methods, trajectory.target_set, trajectory.target_dialogs, trajectory.num_seeds) == (
+        ("meta_net",),
+        "small",
+        (100,),
+        1,
+    )
+    assert (trajectory.trajectory_steps, trajectory.meta_learning_rate) == (50, estimators.TRAJECTORY_META_LR)
+    holdout = by_name[("female_elderly", "implicit-holdout")]
+    assert (holdout.estimator, holdout.meta_holdout, holdout.meta_holdout_rotation) == ("implicit", 0.25, 100)
+    with pytest.raises(ConfigError, match="--targets: nobody not known"):
+        estimators.cells(get_config(), ["nobody"])
+
+
+def test_summary_pairs_each_cell_with_the_sweeps_union_and_averages_weights_by_kind(tmp_path):
+    def write(folder, records, weights=None):
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps(records))
+        if weights is not None:
+            examples = [{"kind": k} for k in ("ask_slot", "ask_slot", "greeting")]
+            (folder / "related_weights.json").write_text(json.dumps({"examples": examples, "runs": weights}))
+
+    rec = lambda method, acc, seed=0: {
+        "method": method,
+        "seed": seed,
+        "target_dialogs": 100,
+        "test_response_accuracy": acc,
+        "best_step": 10,
+        "stopped_step": 20,
+        "wall_seconds": 5.0,
+    }
+    weights = lambda method, w: [{"method": method, "seed": 0, "target_dialogs": 100, "weights": w}]
+    sweep = tmp_path / "sweep"
+    write(
+        sweep / "profiles" / "female_elderly",
+        [rec("target_only", 0.6), rec("union", 0.75), rec("meta_net", 0.76), rec("union", 0.9, seed=1)],
+        weights("meta_net", [0.2, 0.4, 0.9]),
+    )
+    write(tmp_path / "out" / "female_elderly" / "implicit", [rec("meta_net", 0.78)], weights("meta_net", [1, 1, 0]))
+    text = estimators.summarize(estimators.load(str(tmp_path / "out"), str(sweep), ["female_elderly"]))
+    assert "target_only" not in text
+    assert "| union | 1 | 75.0 | 0.0 | 10 | 20 | 5 |" in text
+    assert "| meta_net, lookahead | 1 | 76.0 | 1.0 |" in text
+    assert "| meta_net, implicit | 1 | 78.0 | 3.0 |" in text
+    assert "| meta_net, lookahead | 1 | 0.30 | 0.90 |" in text  # ask_slot mean of 0.2 and 0.4, greeting 0.9
+    assert "| meta_net, implicit | 1 | 1.00 | 0.00 |" in text
