@@ -14,7 +14,7 @@ def test_cells_cover_every_estimator_and_sampling_at_each_level():
         ("corrupt_75", "lookahead-uniform"),
         ("corrupt_75", "lookahead-weighted"),
     ]
-    assert len(cells) == 2 * (1 + 3 * 2 + 4) and names[-1] == ("corrupt_90", "implicit-weighted-holdout-rotating")
+    assert len(cells) == 2 * (1 + 3 * 2 + 2 + 4) and names[-1] == ("corrupt_90", "implicit-weighted-holdout-rotating")
     c = dict((name, config) for level, name, config in cells if level == "corrupt_90")["implicit-weighted"]
     assert (c.methods, c.estimator, c.related_sampling, c.corrupt_fraction) == (
         ("meta_net",),
@@ -22,6 +22,9 @@ def test_cells_cover_every_estimator_and_sampling_at_each_level():
         "weighted",
         0.9,
     )
+    tuned = dict((name, config) for level, name, config in cells if level == "corrupt_75")["trajectory-uniform-lr"]
+    assert (tuned.estimator, tuned.meta_learning_rate) == ("trajectory", estimators.TRAJECTORY_META_LR)
+    assert estimators._row_name("trajectory-uniform-lr", "meta_net") == "meta_net, trajectory, uniform, meta lr 0.2"
 
 
 def test_table_pairs_each_row_with_the_oracle():
