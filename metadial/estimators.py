@@ -37,7 +37,7 @@ import optax
 from metadial.optim import optax_update
 from metadial.sampling import IMPORTANCE
 from metadial.stacks import BatchStack, check_stacked, first_of_stack, map_stack, merge_stack, scan_stacks
-from metadial.weighting import Batch, PyTree, Weighting
+from metadial.weighting import Batch, PyTree, Weighting, with_losses
 
 LossFn = Callable[[PyTree, Batch], jax.Array]
 
@@ -92,11 +92,17 @@ class Problem:
     normalize: bool = False
     target_in_training: bool = True
 
+    def weights(self, params: PyTree, meta_params: PyTree, related_batch: Batch) -> jax.Array:
+        """The ``(B,)`` weights of ``related_batch`` under ``meta_params`` for the model at ``params`` (a weighting
+        that reads losses gets them at ``params``)."""
+        return self.weighting.weights(meta_params, with_losses(self.weighting, self.loss_fn, params, related_batch))
+
     def objective(
         self, params: PyTree, meta_params: PyTree, target_batch: Batch, related_batch: Batch, include_target: bool
     ) -> jax.Array:
-        """The weighted inner objective at ``params`` with the weights of ``meta_params``."""
-        weights = self.weighting.weights(meta_params, related_batch)
+        """The weighted inner objective at ``params`` with the weights of ``meta_params`` (held constant in
+        ``params``: a weighting that reads losses reads them at ``params`` without a gradient through them)."""
+        weights = self.weights(jax.lax.stop_gradient(params), meta_params, related_batch)
         return inner_objective(
             self.loss_fn, params, weights, target_batch, related_batch, include_target, self.normalize
         )
@@ -239,9 +245,9 @@ class Lookahead(Estimator):
         """The outer loss after the simulated updates, as a function of ``meta_params``."""
         if self.fresh_batches:
             check_stacked(self.inner_steps, target_batch, related_batch)
-            weights = map_stack(lambda batch: problem.weighting.weights(meta_params, batch), related_batch)
+            weights = map_stack(lambda batch: problem.weights(params, meta_params, batch), related_batch)
         else:
-            weights = problem.weighting.weights(meta_params, related_batch)
+            weights = problem.weights(params, meta_params, related_batch)
         params, _ = optimizer_steps(
             problem.loss_fn,
             problem.optimizer,

@@ -158,6 +158,10 @@ class MetaReweighting:
         """The bilevel problem the estimator differentiates."""
         return Problem(self.loss_fn, self.weighting, self.optimizer, self.normalize, self.real_update != "related")
 
+    def weights(self, params: PyTree, meta_params: PyTree, related_batch: Batch) -> jax.Array:
+        """The ``(B,)`` weights of ``related_batch`` under ``meta_params`` for the model at ``params``."""
+        return self.problem.weights(params, meta_params, related_batch)
+
     def init_weighting(self, params: PyTree, meta_params: PyTree) -> WeightingState:
         """The weighting's state for a model with ``params``."""
         return WeightingState(
@@ -218,7 +222,7 @@ class MetaReweighting:
             self.estimator.meta_update_batch(related_batch),
         )
         _, real_related = self.estimator.real_batches(target_batch, related_batch)
-        weights = jax.lax.stop_gradient(self.weighting.weights(meta_params, real_related))
+        weights = jax.lax.stop_gradient(self.weights(params, meta_params, real_related))
         metrics = {
             "outer_loss": estimate.outer_loss,
             "mean_weight": jnp.mean(weights),
@@ -270,7 +274,7 @@ class MetaReweighting:
         def one_step(carry, batches):
             params, opt_state, meta_params = carry
             target_batch, related_batch = batches
-            weights = self.weighting.weights(meta_params, related_batch)
+            weights = self.weights(params, meta_params, related_batch)
             params, opt_state, loss = self.model_update(params, opt_state, weights, target_batch, related_batch)
             return (params, opt_state, meta_params), (loss, jnp.mean(weights))
 

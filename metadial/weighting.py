@@ -6,14 +6,18 @@ Every scheme has the same interface (:class:`Weighting`):
 * ``logits(meta_params, related_batch)`` gives a ``(B,)`` score ``s_i``; ``weights`` is ``sigmoid(s_i)``;
 * ``init_meta_opt_state`` / ``apply_meta_update`` own the meta-parameters' optax update, so a scheme can
   update its parameters in its own way (the table updates only the rows of the batch).
+
+A scheme with ``uses_losses`` (:class:`MetaWeightNet`) also reads each related example's loss under the current
+model from ``batch[LOSSES]``; the trainers add it (:func:`with_losses`) and hold the weights constant in the
+model's gradient, as the published method does.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -21,14 +25,19 @@ import jax.numpy as jnp
 import optax
 
 from metadial.models import apply_model
+from metadial.models.mlp import MLPScorer
 from metadial.optim import optax_update
 
 Batch = dict[str, Any]
 PyTree = Any
+LOSSES = "losses"  # the batch entry of each example's loss under the current model (schemes with uses_losses)
 
 
 class Weighting(abc.ABC):
     """Maps meta-parameters and a related batch to per-example weights ``sigmoid(logits)``."""
+
+    # whether the scores read each example's loss under the current model from ``batch[LOSSES]``
+    uses_losses: ClassVar[bool] = False
 
     @abc.abstractmethod
     def init(self, key: jax.Array, related_batch: Batch) -> PyTree:
@@ -118,3 +127,45 @@ class NetWeighting(Weighting):
     def logits(self, meta_params: PyTree, related_batch: Batch) -> jax.Array:
         scores = apply_model(self.module, meta_params, *self._inputs(related_batch))
         return jnp.reshape(scores, (-1,))
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaWeightNet(Weighting):
+    """Meta-Weight-Net (Shu et al., NeurIPS 2019): an MLP maps each related example's loss under the current model
+    to its weight (one hidden layer of 100 ReLU units and a sigmoid output, as published).
+
+    The loss is an input, read from ``batch[LOSSES]`` (``with_losses`` puts it there); the model's update holds the
+    weights constant, as the published method does. The weights depend on the example only through its loss,
+    where :class:`NetWeighting` can read the example itself (e.g. the dialog context).
+    """
+
+    hidden_sizes: Sequence[int] = (100,)
+    uses_losses: ClassVar[bool] = True
+
+    @property
+    def module(self) -> MLPScorer:
+        return MLPScorer(tuple(self.hidden_sizes))
+
+    def init(self, key: jax.Array, related_batch: Batch) -> PyTree:
+        size = jax.tree.leaves(related_batch)[0].shape[0]
+        return self.module.init(key, jnp.zeros((size, 1)))  # the losses' values do not matter here
+
+    def logits(self, meta_params: PyTree, related_batch: Batch) -> jax.Array:
+        if LOSSES not in related_batch:
+            raise KeyError(
+                f"MetaWeightNet reads each related example's current loss from batch[{LOSSES!r}], which this batch "
+                "lacks: compute weights with metadial.weighting.with_losses(weighting, loss_fn, params, batch) or "
+                "through the trainer (MetaReweighting.weights)"
+            )
+        return apply_model(self.module, meta_params, related_batch[LOSSES][:, None])
+
+
+def with_losses(
+    weighting: Weighting, loss_fn: Callable[[PyTree, Batch], jax.Array], params: PyTree, batch: Batch
+) -> Batch:
+    """``batch`` with each example's loss under ``params`` in ``batch[LOSSES]`` when ``weighting`` reads losses;
+    ``batch`` itself otherwise. The losses stay differentiable in ``params`` (a meta-gradient through several
+    real steps follows them); the trainers hold the weights constant in the model's own gradient."""
+    if not weighting.uses_losses:
+        return batch
+    return {**batch, LOSSES: loss_fn(params, batch)}

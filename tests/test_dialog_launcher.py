@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from experiments.dialog import train
+from experiments.dialog.configs.default import get_config as get_default_config
 from experiments.dialog.configs.fixed_budget import get_config
 from experiments.dialog.program import METHODS
 from tests.conftest import smoke_config
@@ -17,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_launcher_writes_a_record_per_method(smoke_workdir):
     records = json.loads((smoke_workdir / "results.json").read_text())
-    assert [r["method"] for r in records] == list(METHODS)
+    assert [r["method"] for r in records] == list(get_default_config().methods)
     keys = {
         "method",
         "seed",
@@ -41,7 +43,8 @@ def test_launcher_writes_a_record_per_method(smoke_workdir):
 
 def test_launcher_writes_the_weights_of_the_weighted_methods(smoke_workdir):
     weights = json.loads((smoke_workdir / "related_weights.json").read_text())
-    assert [run["method"] for run in weights["runs"]] == [n for n, m in METHODS.items() if m.weights]
+    methods = get_default_config().methods
+    assert [run["method"] for run in weights["runs"]] == [n for n in methods if METHODS[n].weights]
     n = len(weights["examples"])
     assert n > 0 and all(len(run["weights"]) == n for run in weights["runs"])
     assert set(weights["examples"][0]) == {"example_id", "dialog_id", "turn", "bot", "kind"}
@@ -116,3 +119,14 @@ def test_estimators_sampling_and_holdout_run_in_the_dialog_launcher(tmp_path, es
     assert record["stopped_step"] == record["train_steps"] == 4
     steps = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")]
     assert steps == [2, 4]
+
+
+def test_meta_weight_net_runs_in_the_dialog_launcher_and_records_its_weights(tmp_path):
+    """mwnet (weights from each related example's current loss) trains, evaluates and writes a weight per related
+    example."""
+    train.run(smoke_config(methods=("mwnet",), tensorboard=False), str(tmp_path))
+    (record,) = json.loads((tmp_path / "results.json").read_text())
+    assert (record["method"], record["estimator"]) == ("mwnet", "lookahead")
+    (run,) = json.loads((tmp_path / "related_weights.json").read_text())["runs"]
+    weights = np.asarray(run["weights"])
+    assert weights.size > 0 and np.all((weights > 0) & (weights < 1)) and weights.std() > 0

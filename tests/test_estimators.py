@@ -14,8 +14,9 @@ from jax.flatten_util import ravel_pytree
 from metadial import MetaReweighting, MLPScorer, NetWeighting, TableWeighting
 from metadial.estimators import Implicit, Lookahead, Trajectory
 from metadial.steps import stack_batches
+from metadial.weighting import MetaWeightNet
 from tests import tiny
-from tests.test_meta_gradient import central_difference, rel_err, setup
+from tests.test_meta_gradient import KINDS, central_difference, rel_err, setup
 
 NUM_FEATURES, NUM_RELATED, NUM_TARGET = 3, 12, 8
 
@@ -62,6 +63,7 @@ def exact_hypergradient(weighting, meta_params, target, related, outer):
 
 WEIGHTINGS = {
     "table": lambda: TableWeighting(NUM_RELATED),
+    "mwnet": lambda: MetaWeightNet((4,)),
     "net": lambda: NetWeighting(MLPScorer(hidden_sizes=(4,)), lambda b: jnp.concatenate([b["x"], b["y"][:, None]], -1)),
 }
 
@@ -117,10 +119,11 @@ def test_implicit_damping_solves_the_damped_system():
         np.testing.assert_allclose(v, np.linalg.solve(hessian + 0.5 * np.eye(flat.size), grad_outer), rtol=1e-9)
 
 
+@pytest.mark.parametrize("kind", ["net", "mwnet"])
 @pytest.mark.parametrize(
     "estimator", [Lookahead(2), Implicit(), Trajectory(3)], ids=["lookahead", "implicit", "trajectory"]
 )
-def test_every_estimator_traces_once(estimator):
+def test_every_estimator_traces_once(estimator, kind):
     traces = []
 
     def counting_loss(params, batch):
@@ -128,7 +131,7 @@ def test_every_estimator_traces_once(estimator):
         return squared_error(params, batch)
 
     target, related, outer = regression_batches()
-    weighting = WEIGHTINGS["net"]()
+    weighting = WEIGHTINGS[kind]()
     learner = MetaReweighting(
         counting_loss, weighting, optax.adam(0.1, eps_root=1e-8), optax.adam(0.01), estimator=estimator
     )
@@ -155,7 +158,7 @@ def test_implicit_settings_are_checked():
         Implicit(damping=-0.1)
 
 
-@pytest.mark.parametrize("kind", ["table", "net"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
 def test_trajectory_meta_gradient_matches_finite_differences_through_five_real_steps(kind, optimizer_name):
     """The step's meta-gradient is d/dlam of the outer loss after T = 5 real updates with the weights of lam,
@@ -171,7 +174,7 @@ def test_trajectory_meta_gradient_matches_finite_differences_through_five_real_s
 
         def outer_after(meta_params, params=state.params, opt_state=state.opt_state):
             for t, r in pairs:
-                w = learner.weighting.weights(meta_params, r)
+                w = learner.weights(params, meta_params, r)
                 params, opt_state, _ = learner.model_update(params, opt_state, w, t, r)
             return learner.problem.outer_loss(params, outer)
 
@@ -181,7 +184,7 @@ def test_trajectory_meta_gradient_matches_finite_differences_through_five_real_s
         np.testing.assert_allclose(float(metrics["outer_loss"]), float(outer_after(state.meta_params)), rtol=1e-12)
         params, opt_state = state.params, state.opt_state
         for t, r in pairs:
-            w = learner.weighting.weights(state.meta_params, r)
+            w = learner.weights(params, state.meta_params, r)
             params, opt_state, _ = learner.model_update(params, opt_state, w, t, r)
         tiny.assert_trees_close((new_state.params, new_state.opt_state), (params, opt_state), rtol=1e-10, atol=1e-12)
         assert int(new_state.step) == int(state.step) + num_steps

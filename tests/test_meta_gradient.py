@@ -14,6 +14,7 @@ from jax.flatten_util import ravel_pytree
 from metadial import MetaReweighting, MLPScorer, NetWeighting, TableWeighting
 from metadial.estimators import Lookahead
 from metadial.steps import stack_batches
+from metadial.weighting import MetaWeightNet
 from tests import tiny
 
 LR = 0.1
@@ -26,9 +27,14 @@ INNER_OPTIMIZERS = {
 }
 
 
+KINDS = ["table", "net", "mwnet"]  # a logit per example; a network on the example; a network on its loss
+
+
 def make_weighting(kind):
     if kind == "table":
         return TableWeighting(tiny.NUM_RELATED)
+    if kind == "mwnet":
+        return MetaWeightNet((4,))
     return NetWeighting(MLPScorer(hidden_sizes=(4,)), lambda b: jnp.concatenate([b["x"], b["y"][:, None] * 1.0], -1))
 
 
@@ -77,7 +83,7 @@ def rel_err(a, b):
     return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12)
 
 
-@pytest.mark.parametrize("kind", ["table", "net"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adam", "clip_adam"])
 @pytest.mark.parametrize("inner_steps", [1, 2])
 def test_step_meta_gradient_matches_finite_differences(kind, optimizer_name, inner_steps):
@@ -124,13 +130,13 @@ def hand_unrolled_outer_loss(optimizer_name, inner_steps, weights_of, meta_param
     return jnp.mean(tiny.loss_fn(params, outer))
 
 
-@pytest.mark.parametrize("kind", ["table", "net"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
 @pytest.mark.parametrize("inner_steps", [1, 2])
 def test_step_meta_gradient_matches_hand_written_unroll(kind, optimizer_name, inner_steps):
     with jax.enable_x64(True):
         learner, state, batches = setup(kind, optimizer_name, inner_steps)
-        weights_of = lambda m: learner.weighting.weights(m, batches[1])
+        weights_of = lambda m: learner.weights(state.params, m, batches[1])  # mwnet: losses at the start
         hand = lambda m: hand_unrolled_outer_loss(optimizer_name, inner_steps, weights_of, m, state, batches)
         np.testing.assert_allclose(
             hand(state.meta_params), outer_loss(learner, state.meta_params, state, *batches), rtol=1e-12
@@ -144,7 +150,7 @@ def fresh_learner(learner):
     return dataclasses.replace(learner, estimator=dataclasses.replace(learner.estimator, fresh_batches=True))
 
 
-@pytest.mark.parametrize("kind", ["table", "net"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_fresh_inner_batches_of_one_repeated_batch_equal_the_same_batch_steps(kind):
     with jax.enable_x64(True):
         learner, state, (target, related, outer) = setup(kind, "adam", 2, target_in_inner=True)
@@ -154,7 +160,7 @@ def test_fresh_inner_batches_of_one_repeated_batch_equal_the_same_batch_steps(ki
         tiny.assert_trees_close(got, expected, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("kind", ["table", "net"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_fresh_inner_batches_meta_gradient_matches_finite_differences(kind):
     with jax.enable_x64(True):
         learner, state, (target, related, outer) = setup(kind, "clip_adam", 2, target_in_inner=True)

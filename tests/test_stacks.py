@@ -25,12 +25,12 @@ def table_loss(params, batch):
 def batches(key, num_steps):
     """Per-step target and related batches that index into one shared table, and an outer batch."""
     k_table, *keys = jax.random.split(key, 2 * num_steps + 2)
-    table = jax.random.normal(k_table, (NUM_ROWS, NUM_FEATURES), jnp.float64)
+    table = jax.random.normal(k_table, (NUM_ROWS, NUM_FEATURES), jnp.result_type(float))
 
     def batch(k):
         k_row, k_y = jax.random.split(k)
         row = jax.random.randint(k_row, (BATCH,), 0, NUM_ROWS)
-        return {"table": table, "row": row, "y": jax.random.normal(k_y, (BATCH,), jnp.float64), "id": row}
+        return {"table": table, "row": row, "y": jax.random.normal(k_y, (BATCH,), jnp.result_type(float)), "id": row}
 
     return [batch(k) for k in keys[:num_steps]], [batch(k) for k in keys[num_steps:-1]], batch(keys[-1])
 
@@ -69,7 +69,7 @@ def test_a_step_on_a_stack_with_shared_entries_equals_the_step_on_fully_stacked_
         learner = MetaReweighting(
             table_loss, weighting, optax.adam(0.1, eps_root=1e-8), optax.sgd(1.0), estimator=estimator
         )
-        params = {"w": jnp.zeros(NUM_FEATURES, jnp.float64), "b": jnp.zeros((), jnp.float64)}
+        params = {"w": jnp.zeros(NUM_FEATURES, jnp.result_type(float)), "b": jnp.zeros((), jnp.result_type(float))}
         state = learner.init(params, weighting.init(jax.random.key(2), relateds[0]))
         step = jax.jit(learner.step)
         full, _ = step(state, stack_batches(targets), stack_batches(relateds), outer)

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from metadial import MetaReweighting, MLPScorer, NetWeighting, TableWeighting
-from metadial.weighting import Weighting
+from metadial.weighting import MetaWeightNet, Weighting
 from tests import tiny
 
 
@@ -73,3 +73,28 @@ def test_table_rows_outside_the_batch_do_not_change(table_cls, expect_untouched)
     assert np.all(after[in_batch] != before[in_batch])
     assert np.array_equal(after[~in_batch], before[~in_batch]) == expect_untouched
     assert after[7] == 0.0  # never in a batch, so never a gradient
+
+
+def test_meta_weight_net_scores_each_example_by_its_current_loss_alone():
+    """Meta-Weight-Net's weight is its MLP on the example's loss under the trainer's current parameters; the
+    inner objective's gradient holds the weights constant (as published); two examples with equal losses get
+    equal weights whatever else they hold."""
+    _, related, _ = tiny.make_batches()
+    weighting = MetaWeightNet((100,))
+    meta_params = weighting.init(jax.random.key(0), related)
+    assert meta_params["params"]["Dense_0"]["kernel"].shape == (1, 100)  # one hidden layer of 100, as published
+    learner = MetaReweighting(tiny.loss_fn, weighting, optax.sgd(0.1), optax.sgd(0.1))
+    params = tiny.make_params(jax.random.key(1))
+    losses = tiny.loss_fn(params, related)
+    expected = jax.nn.sigmoid(MLPScorer((100,)).apply(meta_params, losses[:, None]))
+    np.testing.assert_allclose(learner.weights(params, meta_params, related), expected, rtol=1e-6)
+    objective = lambda p: learner.problem.objective(p, meta_params, related, related, False)
+    held_constant = lambda p: jnp.mean(expected * tiny.loss_fn(p, related))  # MetaReweighting's normalize=False
+    tiny.assert_trees_close(jax.grad(objective)(params), jax.grad(held_constant)(params), rtol=1e-6, atol=1e-7)
+    twin = {k: v for k, v in related.items()}
+    twin["x"] = twin["x"].at[1].set(twin["x"][0])
+    twin["y"] = twin["y"].at[1].set(twin["y"][0])
+    w = learner.weights(params, meta_params, twin)
+    assert float(w[0]) == float(w[1]) and not np.allclose(w, w[0])
+    with pytest.raises(KeyError, match="reads each related example's current loss"):
+        weighting.weights(meta_params, related)

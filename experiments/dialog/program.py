@@ -25,6 +25,7 @@ METHODS: dict[str, m.Method] = {
     "l2rw": m.L2RW,
     "meta_table": m.META_TABLE,
     "meta_net": m.META_NET,
+    "mwnet": m.MWNET,
 }
 
 
@@ -115,8 +116,7 @@ class DialogProgram(Program):
     def _batch_weights(self, state, key, pools: Pools, idx):
         related = gather_batch(pools["related"], idx, self.memory_size)
         if self.method.meta:
-            assert self.weighting is not None
-            return self.weighting.weights(state.meta_params, related)
+            return self.trainer.weights(state.params, state.meta_params, related)
         k_t, k_o = jax.random.split(key)
         target = self.batch(pools, "target", k_t)
         outer = target if self.config.outer_batch == "target" else self.batch(pools, "target", k_o)

@@ -44,6 +44,7 @@ METHODS: dict[str, m.Method] = {
     "l2rw": m.L2RW,
     "meta_table": m.META_TABLE,
     "meta_net": m.META_NET,
+    "mwnet": m.MWNET,
 }
 NET_INPUTS = ("x", "flag", "label")
 EXAMPLE_KEYS = ("x", "flag", "y", "id")
@@ -142,16 +143,14 @@ class IdealProgram(Program):
         return shard_batch({k: v[idx] for k, v in pools[pool].items()}, self.mesh)
 
     def all_related_weights(self, state, pools: Pools) -> jax.Array:
-        assert self.weighting is not None
-        return self.weighting.weights(state.meta_params, pools["related"])
+        return self.trainer.weights(state.params, state.meta_params, pools["related"])
 
     def init_params(self, key: jax.Array, batch: Batch) -> Any:
         return self.module.init(key, self.inputs_fn(batch))
 
     def weight_means(self, state, pools: Pools) -> dict[str, float]:
         """Mean learned weight of the correct and the corrupted related examples (meta methods)."""
-        assert self.weighting is not None
-        w = np.asarray(self.weighting.weights(state.meta_params, pools["related"]))
+        w = np.asarray(self.all_related_weights(state, pools))
         correct = np.asarray(pools["related"]["flag"]) > 0.5
         return {
             "weight_correct": float(w[correct].mean()) if correct.any() else float("nan"),
@@ -165,8 +164,7 @@ class IdealProgram(Program):
         batch size and scaled by that size (so a batch's weights average 1).
         """
         if self.method.meta:
-            assert self.weighting is not None
-            return np.asarray(self.weighting.weights(state.meta_params, pools["related"]))
+            return np.asarray(self.all_related_weights(state, pools))
         if self.method.weights != "recomputed":
             return None
         b = self.config.related_batch_size

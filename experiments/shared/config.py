@@ -42,6 +42,8 @@ def base_config() -> ml_collections.ConfigDict:
     # weighting (meta methods)
     c.meta_learning_rate = 1e-3  # meta_net's weighting network (Adam)
     c.table_meta_learning_rate = 0.1  # meta_table's per-example logits (Adam, per row)
+    c.mwnet_hidden = (100,)  # mwnet: hidden layers of Meta-Weight-Net's MLP on each example's loss (as published)
+    c.mwnet_meta_learning_rate = 1e-3  # mwnet's MLP (Adam, the rate of Shu et al.)
     c.normalize_weights = True  # sum(w l) / sum(w) over the related batch; False: mean(w l)
     # how the meta-gradient is estimated (metadial.estimators): "lookahead" (K simulated steps, below),
     # "implicit" (online implicit differentiation, SOBA: the hypergradient at the inner solution) or
@@ -113,6 +115,7 @@ def check_shared(config: ml_collections.ConfigDict, method_names: Sequence[str])
             "learning_rate",
             "meta_learning_rate",
             "table_meta_learning_rate",
+            "mwnet_meta_learning_rate",
             "inner_steps",
             "trajectory_steps",
             "sampling_every",
@@ -120,6 +123,9 @@ def check_shared(config: ml_collections.ConfigDict, method_names: Sequence[str])
     )
     if config.seed < 0:
         raise ConfigError(f"config.seed must be >= 0, got {config.seed}")
+    hidden = mwnet_hidden(config)
+    if not hidden or min(hidden) <= 0:
+        raise ConfigError(f"config.mwnet_hidden must be one or more positive layer sizes, got {config.mwnet_hidden}")
     if config.grad_clip < 0:
         raise ConfigError(f"config.grad_clip must be >= 0 (0 disables clipping), got {config.grad_clip}")
     if not 0.0 < config.pretrain_fraction < 1.0:
@@ -153,6 +159,14 @@ def check_shared(config: ml_collections.ConfigDict, method_names: Sequence[str])
     if config.outer_batch not in OUTER_BATCHES:
         raise ConfigError(f"config.outer_batch must be one of {', '.join(OUTER_BATCHES)}, got {config.outer_batch!r}")
     return methods
+
+
+def mwnet_hidden(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+    """``config.mwnet_hidden`` as layer sizes (empty if it does not read as integers)."""
+    try:
+        return tuple(int(h) for h in as_list(config.mwnet_hidden))
+    except (TypeError, ValueError):
+        return ()
 
 
 def seeds(config: ml_collections.ConfigDict) -> range:

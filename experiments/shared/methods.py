@@ -14,9 +14,10 @@ from typing import Any
 import ml_collections
 import optax
 
+from experiments.shared.config import mwnet_hidden
 from metadial.estimators import Estimator, Implicit, Lookahead, Trajectory
 from metadial.steps import LearningToReweight, MetaReweighting, PlainTrainer
-from metadial.weighting import TableWeighting, Weighting
+from metadial.weighting import MetaWeightNet, TableWeighting, Weighting
 
 TARGET, RELATED, OUTER = "target", "related", "outer"  # the batches a step can take
 
@@ -85,6 +86,11 @@ def meta_net(parts: TrainerParts) -> tuple[Trainer, Weighting]:
     return _meta(parts, parts.weight_net(), parts.config.meta_learning_rate)
 
 
+def mwnet(parts: TrainerParts) -> tuple[Trainer, Weighting]:
+    """Meta-Weight-Net (Shu et al., 2019): weights from each related example's current loss alone."""
+    return _meta(parts, MetaWeightNet(mwnet_hidden(parts.config)), parts.config.mwnet_meta_learning_rate)
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
     """One row of a method table.
@@ -130,3 +136,4 @@ ORACLE = Method(plain, (TARGET, RELATED), related_pool="related_correct")
 L2RW = Method(learning_to_reweight, (TARGET, RELATED, OUTER), weights="recomputed")
 META_TABLE = Method(meta_table, (TARGET, RELATED, OUTER), weights="learned")
 META_NET = Method(meta_net, (TARGET, RELATED, OUTER), weights="learned")
+MWNET = Method(mwnet, (TARGET, RELATED, OUTER), weights="learned")

@@ -20,7 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.corruption = "uniform"  # or "shift": every corrupted label becomes (y + 1) mod C
     c.model_sees_flag = False  # the flag is an input of the weighting network; optionally of the model too
     # runs
-    c.methods = ("target_only", "union", "pretrain_finetune", "oracle", "l2rw", "meta_table", "meta_net")
+    c.methods = ("target_only", "union", "pretrain_finetune", "oracle", "l2rw", "meta_table", "meta_net", "mwnet")
     c.num_seeds = 5
     c.train_steps = 4000
     c.log_every = 500
