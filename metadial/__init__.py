@@ -11,13 +11,14 @@ from metadial.steps import (
     optimizer_steps,
     weighted_mean,
 )
-from metadial.weighting import NetWeighting, TableWeighting, Weighting
+from metadial.weighting import MetaWeightNet, NetWeighting, TableWeighting, Weighting
 
 __all__ = [
     "LearningToReweight",
     "MLPScorer",
     "MetaReweighting",
     "MetaState",
+    "MetaWeightNet",
     "NetWeighting",
     "PlainTrainer",
     "TableWeighting",
