@@ -17,7 +17,7 @@ from metadial.data.babi_dialog import (
     read_dialogs,
 )
 from metadial.data.dialog_batches import device_pool, flat_candidates, gather_batch, text_table
-from metadial.data.dialog_tasks import encode, load_corpus, target_subset
+from metadial.data.dialog_tasks import PROFILES, concat_splits, data_paths, encode, load_corpus, target_subset
 
 PERSONAL = (
     "1 female young veg paella\n"
@@ -218,3 +218,43 @@ def test_every_bot_template_of_both_tasks_has_a_kind(corpus):
         assert bot_turn_kind(babi) == bot_turn_kind(personal), (babi, personal)
     counts = Counter(turn_kinds(encode(corpus, "related_trn")))
     assert counts["greeting"] == counts["book"] == len(corpus.dialogs["related_trn"])  # one of each per dialog
+
+
+def test_other_profiles_join_the_related_data_with_their_own_candidates():
+    """babi+profiles: a seeded draw of the other five profiles' training dialogs (never the target's) follows bAbI;
+    the related candidates are bAbI's, in order, then the profiles' new ones, so bAbI's answers keep their indices."""
+    with pytest.raises(ValueError, match="target_set must be a profile"):
+        data_paths(target_set="small", related_sources="babi+profiles")
+    paths = data_paths(target_set="male_young", related_sources="babi+profiles")
+    assert sorted(k.split(":")[1] for k in paths if k.startswith("related_profile_trn:")) == sorted(
+        p for p in PROFILES if p != "male_young"
+    )
+    babi = load_corpus(max_dialogs=6, target_set="male_young")
+    both = load_corpus(
+        max_dialogs=6, target_set="male_young", related_sources="babi+profiles", related_profile_dialogs=12
+    )
+    assert both.related_candidates.shape[0] > babi.related_candidates.shape[0]
+    texts = both.candidate_texts["related"]
+    assert texts[: len(babi.candidate_texts["related"])] == babi.candidate_texts["related"]
+    assert both.answers["related_trn"] == babi.answers["related_trn"]
+    assert len(both.dialogs["related_profiles_trn"]) == len(both.related_profiles) == 12
+    assert "male_young" not in both.related_profiles and len(set(both.related_profiles)) > 1
+    for dialog, answers in zip(both.dialogs["related_profiles_trn"], both.answers["related_profiles_trn"]):
+        assert [texts[a] for a in answers] == [t.bot for t in dialog.turns]
+    again = load_corpus(
+        max_dialogs=6, target_set="male_young", related_sources="babi+profiles", related_profile_dialogs=12
+    )
+    assert again.related_profiles == both.related_profiles
+
+
+def test_concatenated_splits_keep_every_example_and_its_memory(corpus):
+    first, second = encode(corpus, "target_trn", np.array([0, 1])), encode(corpus, "related_trn", np.array([2]))
+    both = concat_splits(first, second)
+    assert len(both) == len(first) + len(second) and both.bot == first.bot + second.bot
+    for split, offset in ((first, 0), (second, len(first))):
+        for i in range(len(split)):
+            j = offset + i
+            n = split.memory_len[i]
+            np.testing.assert_array_equal(both.store[both.dialog[j], :n], split.store[split.dialog[i], :n])
+            np.testing.assert_array_equal(both.query[j], split.query[i])
+            assert both.answer[j] == split.answer[i]

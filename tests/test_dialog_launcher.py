@@ -12,6 +12,7 @@ from experiments.dialog import train
 from experiments.dialog.configs.default import get_config as get_default_config
 from experiments.dialog.configs.fixed_budget import get_config
 from experiments.dialog.program import METHODS
+from experiments.shared.config import ConfigError
 from tests.conftest import smoke_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,3 +131,33 @@ def test_meta_weight_net_runs_in_the_dialog_launcher_and_records_its_weights(tmp
     (run,) = json.loads((tmp_path / "related_weights.json").read_text())["runs"]
     weights = np.asarray(run["weights"])
     assert weights.size > 0 and np.all((weights > 0) & (weights < 1)) and weights.std() > 0
+
+
+def test_a_second_related_source_is_recorded_and_its_weights_reported_per_source(tmp_path):
+    """related_sources=babi+profiles: other profiles' dialogs join the related pool; the record names the sources,
+    every related example its source, and the summary gives the mean weight per source and per (source, kind)."""
+    config = smoke_config(
+        methods=("meta_net",),
+        target_set="female_elderly",
+        related_sources="babi+profiles",
+        related_profile_dialogs=5,
+        tensorboard=False,
+    )
+    train.run(config, str(tmp_path))
+    (record,) = json.loads((tmp_path / "results.json").read_text())
+    assert record["related_sources"] == "babi+profiles"
+    weights = json.loads((tmp_path / "related_weights.json").read_text())
+    sources = [e["source"] for e in weights["examples"]]
+    assert set(sources) == {"babi", "profiles"} and sources == sorted(sources)  # bAbI's examples come first
+    profiles = {e["profile"] for e in weights["examples"] if e["source"] == "profiles"}
+    assert profiles and "female_elderly" not in profiles
+    summary = (tmp_path / "summary.md").read_text()
+    (run,) = weights["runs"]
+    w, is_babi = np.asarray(run["weights"]), np.asarray(sources) == "babi"
+    assert f"| meta_net | 3 | 1 | {w[is_babi].mean():.2f} | {w[~is_babi].mean():.2f} |" in summary
+    assert "| meta_net | 3 | profiles | 1 |" in summary
+
+
+def test_a_second_related_source_needs_a_profile_target(tmp_path):
+    with pytest.raises(ConfigError, match=r"set config\.target_set to a profile"):
+        train.run(smoke_config(related_sources="babi+profiles"), str(tmp_path))

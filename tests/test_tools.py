@@ -74,6 +74,11 @@ def test_plots_from_a_workdir(tmp_path):
     ]
     for p in made:
         assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    # a second related source adds the per-source figure
+    for e, source in zip(examples, ["babi", "babi", "profiles"]):
+        e["source"] = source
+    (tmp_path / "related_weights.json").write_text(json.dumps({"examples": examples, "runs": runs}))
+    assert "weights_by_source.png" in [p.rsplit("/", 1)[1] for p in make_plots(str(tmp_path))]
 
 
 def test_rescore_rebuilds_the_per_kind_accuracy_from_the_checkpoints(smoke_workdir, tmp_path):

@@ -6,6 +6,8 @@ Makes, from whatever the workdir holds:
 * ``weight_histograms.png``: histograms of the learned related-example weights of each weighted method
   (ideal task: correct vs corrupted examples; dialog: by kind of bot turn);
 * ``weights_over_training.png``: the mean weight of each group over training (from ``metrics.jsonl``);
+* ``weights_by_source.png`` (dialog, related examples from several sources): the mean learned weight of each
+  kind of bot turn, one bar per source, one panel per weighted method;
 * ``accuracy_vs_target_dialogs.png`` (dialog) or ``accuracy_by_method.png`` (ideal): test accuracy,
   mean ± std over seeds.
 """
@@ -133,6 +135,34 @@ def accuracy_plot(records: list[dict], out: str) -> str | None:
     return _save(fig, os.path.join(out, "accuracy_by_method.png"))
 
 
+def weights_by_source(weights: dict, out: str) -> str | None:
+    """With related examples from several sources: per weighted method, the mean weight (over its runs) of each
+    (kind of bot turn, source), as grouped bars."""
+    runs, examples = weights.get("runs", []), weights.get("examples") or []
+    sources = [e.get("source", "babi") for e in examples]
+    if not runs or len(set(sources)) < 2:
+        return None
+    kinds = np.asarray([e["kind"] for e in examples])
+    source_arr, names, kind_names = np.asarray(sources), sorted(set(sources)), sorted(set(kinds.tolist()))
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    fig, axes = plt.subplots(1, len(methods), figsize=(6 * len(methods), 3.8), squeeze=False)
+    width = 0.8 / len(names)
+    for ax, method in zip(axes[0], methods):
+        w = np.mean([r["weights"] for r in runs if r["method"] == method], axis=0)
+        for i, name in enumerate(names):
+            means = [
+                w[(kinds == k) & (source_arr == name)].mean() if np.any((kinds == k) & (source_arr == name)) else 0.0
+                for k in kind_names
+            ]
+            ax.bar(np.arange(len(kind_names)) + (i - (len(names) - 1) / 2) * width, means, width, label=name)
+        ax.set_xticks(np.arange(len(kind_names)), kind_names, rotation=45, ha="right", fontsize=8)
+        ax.set_title(method)
+        ax.set_ylabel("mean learned weight")
+        ax.set_ylim(0.0, 1.2)
+        ax.legend(fontsize=7, title="source", ncol=len(names), loc="upper center")
+    return _save(fig, os.path.join(out, "weights_by_source.png"))
+
+
 def make_plots(workdir: str, out: str | None = None) -> list[str]:
     """Writes every figure the workdir's files allow; returns their paths."""
     out = out or os.path.join(workdir, "plots")
@@ -141,6 +171,7 @@ def make_plots(workdir: str, out: str | None = None) -> list[str]:
         accuracy_plot(_load(os.path.join(workdir, "results.json")) or [], out),
         weight_histograms(_load(os.path.join(workdir, "related_weights.json")) or {}, out),
         weights_over_training(_load(os.path.join(workdir, "metrics.jsonl")) or [], out),
+        weights_by_source(_load(os.path.join(workdir, "related_weights.json")) or {}, out),
     ]
     return [p for p in made if p]
 

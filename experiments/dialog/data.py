@@ -14,6 +14,7 @@ from metadial.data.dialog_batches import Pool, device_pool
 from metadial.data.dialog_tasks import (
     Corpus,
     EncodedSplit,
+    concat_splits,
     encode,
     first_dialogs,
     load_corpus,
@@ -51,6 +52,9 @@ class DialogData:
     test: EvalSet
     oov: EvalSet
     target_set: str = "small"  # "small" or a profile of split-by-profile
+    # the source of each related example: "babi", or "profiles" (another profile's dialog; related_profiles)
+    related_sources: list[str] = dataclasses.field(default_factory=list)
+    related_profiles: list[str | None] = dataclasses.field(default_factory=list)  # that profile, None for bAbI
 
     @property
     def num_related(self) -> int:
@@ -78,8 +82,11 @@ class DialogData:
         )
 
     def related_examples(self) -> list[dict]:
-        """The related examples as ``related_weights.json`` lists them."""
+        """The related examples as ``related_weights.json`` lists them (with their source, and the profile of
+        another profile's dialog)."""
         r = self.related
+        sources = self.related_sources or ["babi"] * len(r)
+        profiles = self.related_profiles or [None] * len(r)
         return [
             {
                 "example_id": i,
@@ -87,6 +94,8 @@ class DialogData:
                 "turn": int(r.turn[i]),
                 "bot": r.bot[i],
                 "kind": self.related_kinds[i],
+                "source": sources[i],
+                **({"profile": profiles[i]} if profiles[i] else {}),
             }
             for i in range(len(r))
         ]
@@ -104,10 +113,23 @@ def load_data(config: ml_collections.ConfigDict) -> DialogData:
         "loading the dialog data (target set %s) from %s", config.target_set, config.data_dir or "the package's copies"
     )
     try:
-        corpus = load_corpus(config.data_dir, config.max_dialogs or None, config.target_set)
+        corpus = load_corpus(
+            config.data_dir,
+            config.max_dialogs or None,
+            config.target_set,
+            config.related_sources,
+            config.related_profile_dialogs,
+        )
     except FileNotFoundError as e:
         raise ConfigError(f"config.data_dir={config.data_dir!r}: {e}") from None
     related = encode(corpus, "related_trn")
+    sources: list[str] = ["babi"] * len(related)
+    profiles: list[str | None] = [None] * len(related)
+    if corpus.related_profiles:  # related_sources="babi+profiles": the other profiles' dialogs follow bAbI's
+        others = encode(corpus, "related_profiles_trn")
+        related = concat_splits(related, others)
+        sources += ["profiles"] * len(others)
+        profiles += [corpus.related_profiles[d] for d in others.dialog]
     related_kinds = turn_kinds(related)
     ids, names = kind_ids(related_kinds)
 
@@ -126,10 +148,13 @@ def load_data(config: ml_collections.ConfigDict) -> DialogData:
         eval_set("target_tst"),
         eval_set("target_tst-OOV"),
         config.target_set,
+        sources,
+        profiles,
     )
     logging.info(
-        "loaded %d related examples, %d target training dialogs, %d dev / %d test / %d OOV examples",
+        "loaded %d related examples (%s), %d target training dialogs, %d dev / %d test / %d OOV examples",
         len(related),
+        ", ".join(f"{n} from {s}" for s, n in zip(*np.unique(sources, return_counts=True))),
         len(corpus.dialogs["target_trn"]),
         len(data.dev),
         len(data.test),

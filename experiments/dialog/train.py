@@ -26,7 +26,7 @@ from experiments.shared.cli import report
 from experiments.shared.config import ConfigError, as_list, check_choices, check_positive, check_shared, seeds
 from experiments.shared.store import RunStore
 from experiments.shared.tables import summary_table
-from metadial.data.dialog_tasks import TARGET_SETS
+from metadial.data.dialog_tasks import RELATED_SOURCES, TARGET_SETS
 from metadial.loop import train_loop
 from metadial.parallel import replicate
 
@@ -37,6 +37,13 @@ def validate_config(config: ml_collections.ConfigDict) -> tuple[list[str], list[
     """Checks the config before any data is read or model trained; returns (methods, target sizes)."""
     methods = check_shared(config, list(METHODS))
     check_choices("target_set", config.target_set, TARGET_SETS)
+    check_choices("related_sources", config.related_sources, RELATED_SOURCES)
+    if config.related_sources == "babi+profiles" and config.target_set == "small":
+        raise ConfigError(
+            "config.related_sources='babi+profiles' adds the dialogs of the profiles other than the target's: set "
+            "config.target_set to a profile"
+        )
+    check_positive(config, ["related_profile_dialogs"])
     if config.eval_every < 0 or config.patience < 0:
         raise ConfigError(
             f"config.eval_every and config.patience must be >= 0, got {config.eval_every}, {config.patience}"
@@ -143,6 +150,7 @@ def run_one(
         "seed": seed,
         "target_dialogs": size,
         "target_set": c.target_set,
+        "related_sources": c.related_sources,
         "estimator": c.estimator if program.method.meta else None,
         "related_sampling": c.related_sampling if program.method.meta else None,
         "meta_holdout": c.meta_holdout if program.takes_outer_batch else None,
@@ -183,6 +191,34 @@ def kind_table(weight_runs: list[dict], kinds: list[str]) -> str:
     return summary_table(rows, ["method", "target_dialogs"], [(k, k, 1.0, 2) for k in kind_names])
 
 
+def source_tables(weight_runs: list[dict], kinds: list[str], sources: list[str]) -> str:
+    """With related examples from more than one source: the mean weight per source, and per source and kind of
+    bot turn, mean ± std over seeds ("" with one source)."""
+    names = sorted(set(sources))
+    if len(names) < 2:
+        return ""
+    source_arr, kind_arr = np.asarray(sources), np.asarray(kinds)
+    by_source = [
+        dict(method=run["method"], target_dialogs=run["target_dialogs"], **mean_by_kind(run["weights"], sources))
+        for run in weight_runs
+    ]
+    text = "\nMean learned weight of the related examples by source:\n\n"
+    text += summary_table(by_source, ["method", "target_dialogs"], [(s, s, 1.0, 2) for s in names])
+    by_both = [
+        dict(
+            method=run["method"],
+            target_dialogs=run["target_dialogs"],
+            source=name,
+            **mean_by_kind(np.asarray(run["weights"])[source_arr == name], kind_arr[source_arr == name]),
+        )
+        for run in weight_runs
+        for name in names
+    ]
+    text += "\nMean learned weight of the related examples by source and kind of bot turn:\n\n"
+    text += summary_table(by_both, ["method", "target_dialogs", "source"], [(k, k, 1.0, 2) for k in sorted(set(kinds))])
+    return text
+
+
 def kind_accuracy_table(records: list[dict], group_keys: list[str]) -> str:
     """Per-kind test accuracy (%), mean ± std per group, over the records that have it ("" if none does)."""
     rows = [
@@ -199,6 +235,13 @@ def kind_accuracy_table(records: list[dict], group_keys: list[str]) -> str:
 STOP_COLUMNS = [("best_step", "best step", 1.0, 0), ("stopped_step", "stopped at step", 1.0, 0)]
 
 
+def related_text(config: ml_collections.ConfigDict) -> str:
+    """The related data in words, for the summary's header."""
+    if config.related_sources == "babi+profiles":
+        return f"bAbI dialog task 5 and {config.related_profile_dialogs} dialogs of the other five profiles"
+    return "bAbI dialog task 5"
+
+
 def budget_text(config: ml_collections.ConfigDict) -> str:
     """The budget rule in words, for the summary's header."""
     steps = f"{config.train_steps} steps" if config.train_steps else f"at most {config.max_epochs} epochs"
@@ -209,12 +252,19 @@ def budget_text(config: ml_collections.ConfigDict) -> str:
     )
 
 
-def summarize(records: list[dict], weight_runs: list[dict], kinds: list[str], config: ml_collections.ConfigDict) -> str:
+def summarize(
+    records: list[dict],
+    weight_runs: list[dict],
+    kinds: list[str],
+    config: ml_collections.ConfigDict,
+    sources: list[str] | None = None,
+) -> str:
     """The summary tables of a dialog workdir: accuracies (and, with early stopping, best and stopping
-    steps), the related examples' mean weight per kind of turn, and the per-kind test accuracy."""
+    steps), the related examples' mean weight per kind of turn (and per source, with several), and the per-kind
+    test accuracy."""
     target = "small set" if config.target_set == "small" else f"profile {config.target_set}"
     text = (
-        f"Personalized bAbI dialog task 5 (regenerated, {target}) with bAbI dialog task 5 as related data; "
+        f"Personalized bAbI dialog task 5 (regenerated, {target}) with {related_text(config)} as related data; "
         f"{budget_text(config)}; mean ± std over seeds.\n\n"
     )
     stops = STOP_COLUMNS if any("stopped_step" in r for r in records) else []
@@ -225,6 +275,7 @@ def summarize(records: list[dict], weight_runs: list[dict], kinds: list[str], co
             "selected parameters, scaled so that a batch averages 1):\n\n"
         )
         text += kind_table(weight_runs, kinds)
+        text += source_tables(weight_runs, kinds, sources or [])
     by_kind = kind_accuracy_table(records, ["method", "target_dialogs"])
     if by_kind:
         text += (
@@ -292,14 +343,14 @@ def run(config: ml_collections.ConfigDict, workdir: str | None, data: DialogData
                     "weights": [round(float(w), 5) for w in weights],
                 }
             )
-        summary = summarize(records, weight_runs, data.related_kinds, config)
+        summary = summarize(records, weight_runs, data.related_kinds, config, data.related_sources)
         written.update(
             dict.fromkeys(
                 store.save(summary, {"examples": examples, "runs": weight_runs} if weights is not None else None)
             )
         )
     if records:
-        summary = summarize(records, weight_runs, data.related_kinds, config)
+        summary = summarize(records, weight_runs, data.related_kinds, config, data.related_sources)
         if not todo:  # nothing new: rewrite the summary from results.json
             written.update(dict.fromkeys(store.save(summary)))
         report(list(written), summary)

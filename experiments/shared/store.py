@@ -51,6 +51,8 @@ _ADDED_FIELDS = {
     "meta_holdout_rotation": 0,
     "mwnet_hidden": [100],
     "mwnet_meta_learning_rate": 1e-3,
+    "related_sources": "babi",
+    "related_profile_dialogs": 1000,
 }
 
 

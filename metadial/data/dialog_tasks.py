@@ -31,14 +31,25 @@ PACKAGED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "files"
 TARGET_SPLITS = ("trn", "dev", "tst", "tst-OOV")
 PROFILES = ("female_elderly", "female_middle-aged", "female_young", "male_elderly", "male_middle-aged", "male_young")
 TARGET_SETS = ("small", *PROFILES)
+RELATED_SOURCES = ("babi", "babi+profiles")  # related data: bAbI task 5, or with the other profiles' dialogs too
 
 
-def data_paths(data_dir: str = "", target_set: str = "small") -> dict[str, str]:
+def data_paths(data_dir: str = "", target_set: str = "small", related_sources: str = "babi") -> dict[str, str]:
     """The files of both tasks under ``data_dir`` (default: the copies shipped in the package). The target
     task's dialogs come from ``target_set``: ``small`` (mixed profiles, the published candidate set of all
-    profiles) or a profile of ``split-by-profile`` (that profile's dialogs and its published candidate set)."""
+    profiles) or a profile of ``split-by-profile`` (that profile's dialogs and its published candidate set).
+    With ``related_sources="babi+profiles"`` (a profile target only) the related data also takes the other five
+    profiles' training dialogs and candidate sets (keys ``related_profile_trn:<profile>`` and
+    ``related_profile_candidates:<profile>``)."""
     if target_set not in TARGET_SETS:
         raise ValueError(f"target_set must be one of {', '.join(TARGET_SETS)}, got {target_set!r}")
+    if related_sources not in RELATED_SOURCES:
+        raise ValueError(f"related_sources must be one of {', '.join(RELATED_SOURCES)}, got {related_sources!r}")
+    if related_sources == "babi+profiles" and target_set == "small":
+        raise ValueError(
+            "related_sources='babi+profiles' adds the dialogs of the profiles other than the target's, so "
+            "target_set must be a profile, not 'small'"
+        )
     root = data_dir or PACKAGED_DATA
     personal = os.path.join(root, "personalized-dialog")
     babi = os.path.join(root, "dialog-bAbI-tasks")
@@ -51,7 +62,19 @@ def data_paths(data_dir: str = "", target_set: str = "small") -> dict[str, str]:
     )
     paths["related_trn"] = os.path.join(babi, "dialog-babi-task5-full-dialogs-trn.txt")
     paths["related_candidates"] = os.path.join(babi, "dialog-babi-candidates.txt")
+    if related_sources == "babi+profiles":
+        for profile in other_profiles(target_set):
+            folder = os.path.join(personal, "split-by-profile", profile)
+            paths[f"related_profile_trn:{profile}"] = os.path.join(
+                folder, "personalized-dialog-task5-full-dialogs-trn.txt"
+            )
+            paths[f"related_profile_candidates:{profile}"] = os.path.join(folder, "personalized-dialog-candidates.txt")
     return paths
+
+
+def other_profiles(target_set: str) -> list[str]:
+    """The profiles other than ``target_set``, in ``PROFILES`` order."""
+    return [p for p in PROFILES if p != target_set]
 
 
 @dataclasses.dataclass
@@ -100,21 +123,55 @@ class Corpus:
     target_candidates: np.ndarray  # (C_target, sentence_len)
     related_candidates: np.ndarray  # (C_related, sentence_len)
     candidate_texts: dict[str, list[str]]
+    # with related_sources="babi+profiles": the profile of each dialog of dialogs["related_profiles_trn"]
+    related_profiles: list[str] = dataclasses.field(default_factory=list)
 
 
-def load_corpus(data_dir: str = "", max_dialogs: int | None = None, target_set: str = "small") -> Corpus:
+def load_corpus(
+    data_dir: str = "",
+    max_dialogs: int | None = None,
+    target_set: str = "small",
+    related_sources: str = "babi",
+    related_profile_dialogs: int = 1000,
+    related_profile_seed: int = 0,
+) -> Corpus:
     """Parses both tasks, the target's from ``target_set`` (see ``data_paths``), optionally only the first
-    ``max_dialogs`` dialogs of each file (smoke runs)."""
-    paths = data_paths(data_dir, target_set)
+    ``max_dialogs`` dialogs of each file (smoke runs).
+
+    With ``related_sources="babi+profiles"``, ``dialogs["related_profiles_trn"]`` holds ``related_profile_dialogs``
+    dialogs drawn (seeded by ``related_profile_seed``, in file order) from the other five profiles' training files,
+    and the related candidate set is bAbI's followed by those profiles' candidates that bAbI's lacks (so bAbI's
+    answer indices are unchanged)."""
+    paths = data_paths(data_dir, target_set, related_sources)
     for p in paths.values():
         resolve(p)  # fail before parsing anything if a file is missing
     cands = {t: read_candidates(paths[f"{t}_candidates"]) for t in ("target", "related")}
+    profiles = other_profiles(target_set) if related_sources == "babi+profiles" else []
+    if profiles:
+        merged = dict.fromkeys(cands["related"])
+        for profile in profiles:
+            merged.update(dict.fromkeys(read_candidates(paths[f"related_profile_candidates:{profile}"])))
+        cands["related"] = list(merged)
     dialogs, answers = {}, {}
     for name in [f"target_{s}" for s in TARGET_SPLITS] + ["related_trn"]:
         task = name.split("_")[0]
         ds = read_dialogs(paths[name], has_profile=(task == "target"))[:max_dialogs]
         dialogs[name] = ds
         answers[name] = answer_indices(ds, cands[task], paths[name], paths[f"{task}_candidates"])
+    related_profiles: list[str] = []
+    if profiles:
+        pool: list[tuple[str, Dialog, list[int]]] = []
+        for profile in profiles:
+            path = paths[f"related_profile_trn:{profile}"]
+            ds = read_dialogs(path, has_profile=True)[:max_dialogs]
+            where = f"the related candidates ({paths['related_candidates']} and the other profiles')"
+            pool += [(profile, d, a) for d, a in zip(ds, answer_indices(ds, cands["related"], path, where))]
+        if not 0 < related_profile_dialogs:
+            raise ValueError(f"related_profile_dialogs must be positive, got {related_profile_dialogs}")
+        chosen = target_subset(len(pool), min(related_profile_dialogs, len(pool)), related_profile_seed)
+        dialogs["related_profiles_trn"] = [pool[i][1] for i in chosen]
+        answers["related_profiles_trn"] = [pool[i][2] for i in chosen]
+        related_profiles = [pool[i][0] for i in chosen]
     max_sentences = max(len(d.sentences) for ds in dialogs.values() for d in ds)
     words: set[str] = set()
     lengths = [0]
@@ -142,6 +199,7 @@ def load_corpus(data_dir: str = "", max_dialogs: int | None = None, target_set: 
         encode_cands(cands["target"]),
         encode_cands(cands["related"]),
         cands,
+        related_profiles,
     )
 
 
@@ -175,6 +233,22 @@ def encode(corpus: Corpus, name: str, dialog_indices: np.ndarray | None = None) 
         arr("turn"),
         arr("dialog_id"),
         cols["bot"],
+    )
+
+
+def concat_splits(first: EncodedSplit, second: EncodedSplit) -> EncodedSplit:
+    """The examples of ``first`` then those of ``second`` as one split (stores padded to the longer dialog)."""
+    rows = max(first.store.shape[1], second.store.shape[1])
+    pad = lambda store: np.pad(store, ((0, 0), (0, rows - store.shape[1]), (0, 0)))
+    return EncodedSplit(
+        np.concatenate([pad(first.store), pad(second.store)]),
+        np.concatenate([first.dialog, second.dialog + first.store.shape[0]]).astype(np.int32),
+        np.concatenate([first.memory_len, second.memory_len]),
+        np.concatenate([first.query, second.query]),
+        np.concatenate([first.answer, second.answer]),
+        np.concatenate([first.turn, second.turn]),
+        np.concatenate([first.dialog_id, second.dialog_id]),
+        first.bot + second.bot,
     )
 
 

@@ -17,6 +17,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.target_set = "small"
     c.target_dialogs = (50, 100, 250, 1000)  # an int or a list
     c.max_dialogs = 0  # > 0 keeps only the first N dialogs of every file (smoke runs)
+    # related data: "babi" (bAbI dialog task 5), or "babi+profiles" (a profile target only: also
+    # related_profile_dialogs dialogs drawn, seed 0, from the other five profiles' training files)
+    c.related_sources = "babi"
+    c.related_profile_dialogs = 1000
     # runs
     c.methods = ("target_only", "union", "pretrain_finetune", "l2rw", "meta_table", "meta_net")
     c.num_seeds = 3
