@@ -1,0 +1,252 @@
+r"""The converged dialog comparison: does meta-learned weighting of related dialog data beat multi-task training
+when both are trained to convergence? One command, resumable.
+
+    python -m experiments.dialog.converged --workdir=results/dialog_converged [--sweep=results/dialog_sweep] \
+        [--related=babi,babi+profiles] [--config.FIELD=VALUE ...] [--summarize_only]
+
+On each of the six profiles at 100 target dialogs (one seed: the profiles are the replicates), under the default
+budget rule (dev evaluation every 10 epochs, early stopping after 5 evaluations without improvement), with two
+kinds of related data: ``babi`` (bAbI task 5) and ``babi+profiles`` (bAbI task 5 and 1000 dialogs of the other
+five profiles; ``config.related_sources``). The rows:
+
+* ``target_only``, ``union``, ``pretrain_finetune``, ``l2rw`` and ``meta_net (lookahead)``: with ``babi``, the
+  converged sweep's runs (``--sweep``, same config); with ``babi+profiles``, run here (``target_only`` does not
+  use related data: its ``babi`` runs serve both tables);
+* ``mwnet`` (Meta-Weight-Net, the published one-step look-ahead);
+* ``meta_net (implicit, weighted)``: the estimator and sampling that won on the ideal task;
+* ``meta_net (trajectory)``: segments of ``TRAJECTORY_STEPS`` real steps (``experiments.dialog.estimators``).
+
+Each cell is an ordinary launcher workdir ``DIR/<related>/<profile>/<cell>``. ``DIR/results.json`` holds every
+record of the comparison (each with ``row`` and ``related_sources``); ``DIR/summary.md`` (and
+``results/dialog_converged.md``, with the command) holds, per kind of related data: test per-response accuracy per
+profile with mean ± std, the paired difference to ``union`` (mean, std, wins out of 6), whether the goal (the best
+``meta_net`` at least 3 points above ``union`` on average and on every profile) is met, when the runs stopped, and
+the mean learned weight per kind of turn (and per source).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import ml_collections
+import numpy as np
+from absl import flags
+
+from experiments.dialog import train
+from experiments.dialog.estimators import TRAJECTORY_META_LR, TRAJECTORY_STEPS
+from experiments.dialog.sweep import STOP_TABLE_COLUMNS, profile_tables
+from experiments.shared.cli import report, run_launcher
+from experiments.shared.config import ConfigError, as_list
+from experiments.shared.tables import summary_table
+from metadial.data.dialog_tasks import PROFILES, RELATED_SOURCES
+from metadial.io import atomic_write_json, atomic_write_text, read_json
+
+SWEEP_METHODS = ("target_only", "union", "pretrain_finetune", "l2rw", "meta_net")  # the sweep's, reused for babi
+BASE_METHODS = ("union", "pretrain_finetune", "l2rw", "meta_net")  # run here with babi+profiles
+LOOKAHEAD = dict(estimator="lookahead", related_sampling="uniform")
+CELLS: dict[str, tuple[tuple[str, ...], dict]] = {
+    "base": (BASE_METHODS, LOOKAHEAD),
+    "mwnet": (("mwnet",), LOOKAHEAD),
+    "meta_net-implicit-weighted": (("meta_net",), dict(estimator="implicit", related_sampling="weighted")),
+    "meta_net-trajectory": (
+        ("meta_net",),
+        dict(
+            estimator="trajectory",
+            related_sampling="uniform",
+            trajectory_steps=TRAJECTORY_STEPS,
+            meta_learning_rate=TRAJECTORY_META_LR,
+        ),
+    ),
+}
+ROW_NAMES = {
+    ("meta_net", "lookahead"): "meta_net (lookahead)",
+    ("meta_net", "implicit"): "meta_net (implicit, weighted)",
+    ("meta_net", "trajectory"): "meta_net (trajectory)",
+}
+ROWS = [
+    "target_only",
+    "union",
+    "pretrain_finetune",
+    "l2rw",
+    "mwnet",
+    "meta_net (lookahead)",
+    "meta_net (implicit, weighted)",
+    "meta_net (trajectory)",
+]
+GOAL_POINTS = 3.0
+
+
+def row_name(record: dict) -> str:
+    """The table row of a record: the method, and for ``meta_net`` its estimator (records written before they
+    named one were made with the look-ahead)."""
+    return ROW_NAMES.get((record["method"], record.get("estimator") or "lookahead"), record["method"])
+
+
+def cells(
+    config: ml_collections.ConfigDict, related: list[str]
+) -> list[tuple[str, str, str, ml_collections.ConfigDict]]:
+    """``(related, profile, cell, config)`` of every launcher run made here, each config checked."""
+    unknown = [r for r in related if r not in RELATED_SOURCES]
+    if unknown or not related:
+        raise ConfigError(f"--related: {', '.join(unknown) or 'nothing'} not known; from: {', '.join(RELATED_SOURCES)}")
+    out = []
+    for sources in related:
+        for profile in PROFILES:
+            for name, (methods, changes) in CELLS.items():
+                if name == "base" and sources == "babi":
+                    continue  # the converged sweep's runs
+                c = copy.deepcopy(config)
+                c.update(
+                    dict(
+                        changes,
+                        methods=methods,
+                        target_set=profile,
+                        target_dialogs=(100,),
+                        num_seeds=1,
+                        related_sources=sources,
+                    )
+                )
+                if c.related_sampling == "weighted" and c.checkpoint_every % c.sampling_every:
+                    c.checkpoint_every = c.sampling_every
+                train.validate_config(c)
+                out.append((sources, profile, name, c))
+    return out
+
+
+def _tagged(records: list[dict], sources: str, keep: tuple[str, ...] | None = None) -> list[dict]:
+    """``records`` (those of the methods ``keep``, if given) with their ``row`` and ``related_sources``."""
+    return [dict(r, row=row_name(r), related_sources=sources) for r in records if keep is None or r["method"] in keep]
+
+
+def collect(workdir: str, sweep: str, related: list[str]) -> list[dict]:
+    """Every finished record of the comparison (with ``row`` and ``related_sources``); ``target_only``'s babi runs
+    also serve the babi+profiles table."""
+    records: list[dict] = []
+    for profile in PROFILES:
+        path = os.path.join(sweep, "profiles", profile, "results.json")
+        sweep_records = read_json(path) if os.path.exists(path) else []
+        for sources in related:
+            if sources == "babi":
+                records += _tagged(sweep_records, sources, SWEEP_METHODS)
+            else:
+                records += _tagged(sweep_records, sources, ("target_only",))
+            for name in CELLS:
+                path = os.path.join(workdir, sources, profile, name, "results.json")
+                if os.path.exists(path):
+                    records += _tagged(read_json(path), sources)
+    return records
+
+
+def weight_rows(workdir: str, sweep: str, sources: str) -> tuple[list[dict], list[dict]]:
+    """Per weighted run: mean weight per kind of turn (rows ``row`` x kinds), and per source (with several)."""
+    by_kind, by_source = [], []
+    for profile in PROFILES:
+        folders = [os.path.join(workdir, sources, profile, name) for name in CELLS]
+        if sources == "babi":
+            folders.insert(0, os.path.join(sweep, "profiles", profile))
+        for folder in folders:
+            path = os.path.join(folder, "related_weights.json")
+            if not os.path.exists(path):
+                continue
+            weights = read_json(path)
+            kinds = np.asarray([e["kind"] for e in weights["examples"]])
+            source = np.asarray([e.get("source", "babi") for e in weights["examples"]])
+            results = {(r["method"], r["seed"]): r for r in read_json(os.path.join(folder, "results.json"))}
+            for run in weights["runs"]:
+                record = results.get((run["method"], run["seed"]))
+                if run["method"] not in ("mwnet", "meta_net") or record is None:
+                    continue
+                w, row = np.asarray(run["weights"]), row_name(record)
+                by_kind.append(dict(row=row, **{k: float(w[kinds == k].mean()) for k in sorted(set(kinds))}))
+                if len(set(source)) > 1:
+                    by_source.append(dict(row=row, **{s: float(w[source == s].mean()) for s in sorted(set(source))}))
+    return by_kind, by_source
+
+
+def goal_text(records: list[dict]) -> str:
+    """Whether the best meta_net (by mean over profiles) beats union by GOAL_POINTS on average and on every profile."""
+    acc = {(r["row"], r["target_set"]): 100 * r["test_response_accuracy"] for r in records}
+    union = {p: acc[("union", p)] for p in PROFILES if ("union", p) in acc}
+    best, best_mean, best_diffs = None, -np.inf, []
+    for row in ROWS:
+        if not row.startswith("meta_net"):
+            continue
+        diffs = [acc[(row, p)] - union[p] for p in union if (row, p) in acc]
+        if diffs and np.mean(diffs) > best_mean:
+            best, best_mean, best_diffs = row, float(np.mean(diffs)), diffs
+    if best is None:
+        return "Goal: not yet measurable (no meta_net run paired with union).\n"
+    met = len(best_diffs) == len(PROFILES) and best_mean >= GOAL_POINTS and min(best_diffs) >= GOAL_POINTS
+    where = f"{len(best_diffs)} of {len(PROFILES)} profiles"
+    return (
+        f"Goal (best `meta_net` ≥ {GOAL_POINTS:.0f} points above `union` on average and on every profile): "
+        f"{'met' if met else 'not met'}. Best: `{best}`, {best_mean:+.2f} points on average over {where} "
+        f"(worst profile {min(best_diffs):+.2f}).\n"
+    )
+
+
+def summarize(config: ml_collections.ConfigDict, workdir: str, sweep: str, related: list[str]) -> str:
+    """The comparison's tables from every finished run."""
+    records = collect(workdir, sweep, related)
+    text = (
+        "Converged dialog comparison at 100 target dialogs per profile (one seed; the profiles are the replicates): "
+        f"{train.budget_text(config)}.\n"
+    )
+    for sources in related:
+        part = [dict(r, method=r["row"]) for r in records if r["related_sources"] == sources]
+        title = "bAbI task 5" if sources == "babi" else "bAbI task 5 and 1000 dialogs of the other five profiles"
+        text += f"\n## Related data: {title} (`{sources}`)\n\n"
+        if not part:
+            text += "No finished runs yet.\n"
+            continue
+        rows = [row for row in ROWS if any(r["method"] == row for r in part)]
+        text += profile_tables(part, rows)
+        text += "\n" + goal_text([dict(r, row=r["method"]) for r in part])
+        text += "\nWhen each run stopped (steps; mean ± std over profiles):\n\n"
+        text += summary_table(part, ["method"], STOP_TABLE_COLUMNS)
+        by_kind, by_source = weight_rows(workdir, sweep, sources)
+        if by_kind:
+            kinds = [k for k in by_kind[0] if k != "row"]
+            text += "\nMean learned weight of the related examples by kind of bot turn (mean ± std over profiles):\n\n"
+            text += summary_table(by_kind, ["row"], [(k, k, 1.0, 2) for k in kinds])
+        if by_source:
+            names = [k for k in by_source[0] if k != "row"]
+            text += "\nMean learned weight of the related examples by source (mean ± std over profiles):\n\n"
+            text += summary_table(by_source, ["row"], [(s, s, 1.0, 2) for s in names])
+    return text
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, sweep: str, related, summarize_only: bool = False) -> str:
+    """Runs every cell (resumable; the summary and results.json are rewritten after each), or only rewrites them."""
+    related = as_list(related)
+    todo = cells(config, related)  # every cell's config is checked before any data is read
+
+    def write() -> str:
+        text = summarize(config, workdir, sweep, related)
+        os.makedirs(workdir, exist_ok=True)
+        atomic_write_text(os.path.join(workdir, "summary.md"), text)
+        atomic_write_json(os.path.join(workdir, "results.json"), collect(workdir, sweep, related))
+        return text
+
+    if not summarize_only:
+        # bAbI first on every profile, then the second source (several times slower per step)
+        for sources, profile, name, c in todo:
+            train.run(c, os.path.join(workdir, sources, profile, name))
+            write()
+    text = write()
+    report([os.path.join(workdir, "summary.md"), os.path.join(workdir, "results.json")], text)
+    return text
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("sweep", "results/dialog_sweep", "The converged sweep's workdir (the babi rows it has).")
+    flags.DEFINE_list("related", list(RELATED_SOURCES), f"Kinds of related data, from: {', '.join(RELATED_SOURCES)}.")
+    flags.DEFINE_bool("summarize_only", False, "Only rewrite the summary and results.json from the finished runs.")
+    run_launcher(
+        lambda config, workdir: run(
+            config, workdir, flags.FLAGS.sweep, flags.FLAGS.related, flags.FLAGS.summarize_only
+        ),
+        train.DEFAULT_CONFIG,
+        "one launcher workdir per kind of related data, profile and cell; results.json and summary.md",
+    )

@@ -1,0 +1,76 @@
+"""The converged dialog comparison (experiments/dialog/converged.py): its cells, rows and goal."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from experiments.dialog import converged
+from experiments.dialog.configs.default import get_config
+from experiments.shared.config import ConfigError
+from metadial.data.dialog_tasks import PROFILES
+
+
+def test_cells_reuse_the_sweep_for_babi_and_run_every_row_for_the_second_source():
+    cells = converged.cells(get_config(), ["babi", "babi+profiles"])
+    names = {(r, p, n) for r, p, n, _ in cells}
+    assert len(cells) == 6 * 3 + 6 * 4
+    assert ("babi", "male_young", "base") not in names and ("babi+profiles", "male_young", "base") in names
+    assert [r for r, _, _, _ in cells] == ["babi"] * 18 + ["babi+profiles"] * 24  # bAbI first on every profile
+    by_name = {(r, p, n): c for r, p, n, c in cells}
+    base = by_name[("babi+profiles", "female_young", "base")]
+    assert (base.methods, base.related_sources, base.target_set, base.target_dialogs, base.num_seeds) == (
+        converged.BASE_METHODS,
+        "babi+profiles",
+        "female_young",
+        (100,),
+        1,
+    )
+    implicit = by_name[("babi", "female_young", "meta_net-implicit-weighted")]
+    assert (implicit.estimator, implicit.related_sampling) == ("implicit", "weighted")
+    assert implicit.checkpoint_every % implicit.sampling_every == 0
+    assert by_name[("babi", "female_young", "mwnet")].methods == ("mwnet",)
+    with pytest.raises(ConfigError, match="--related: books not known"):
+        converged.cells(get_config(), ["books"])
+
+
+def test_rows_name_the_estimator_and_old_records_are_the_lookahead():
+    assert converged.row_name({"method": "meta_net"}) == "meta_net (lookahead)"
+    assert converged.row_name({"method": "meta_net", "estimator": "implicit"}) == "meta_net (implicit, weighted)"
+    assert converged.row_name({"method": "union", "estimator": None}) == "union"
+
+
+def test_goal_needs_every_profile_three_points_above_union():
+    def records(diffs):
+        out = []
+        for p, d in zip(PROFILES, diffs):
+            out += [
+                {"row": "union", "target_set": p, "test_response_accuracy": 0.70},
+                {"row": "meta_net (implicit, weighted)", "target_set": p, "test_response_accuracy": 0.70 + d / 100},
+            ]
+        return out
+
+    assert ": met. Best: `meta_net (implicit, weighted)`, +3.50" in converged.goal_text(records([3.5] * 6))
+    assert ": not met." in converged.goal_text(records([6.0] * 5 + [2.0]))  # one profile below 3
+    assert ": not met." in converged.goal_text(records([4.0] * 5))  # only 5 of 6 profiles
+    assert "not yet measurable" in converged.goal_text([])
+
+
+def test_results_collect_the_sweeps_babi_rows_and_the_cells(tmp_path):
+    rec = lambda method, profile, **kw: dict(
+        {"method": method, "seed": 0, "target_dialogs": 100, "target_set": profile, "test_response_accuracy": 0.7},
+        **kw,
+    )
+    sweep = tmp_path / "sweep" / "profiles" / "female_elderly"
+    sweep.mkdir(parents=True)
+    (sweep / "results.json").write_text(json.dumps([rec("target_only", "female_elderly"), rec("meta_table", "x")]))
+    cell = tmp_path / "out" / "babi+profiles" / "female_elderly" / "base"
+    cell.mkdir(parents=True)
+    (cell / "results.json").write_text(json.dumps([rec("union", "female_elderly", estimator=None)]))
+    got = converged.collect(str(tmp_path / "out"), str(tmp_path / "sweep"), ["babi", "babi+profiles"])
+    assert [(r["row"], r["related_sources"]) for r in got] == [
+        ("target_only", "babi"),  # meta_table is not a row of the comparison
+        ("target_only", "babi+profiles"),  # target_only does not use related data: it serves both tables
+        ("union", "babi+profiles"),
+    ]
