@@ -41,3 +41,9 @@ def test_budget_hits_names_the_runs_that_used_the_whole_budget():
     )
     assert sweep.budget_hits(records[:1]) == "Early stopping ended 1 of 1 runs.\n"
     assert sweep.budget_hits(records[1:]).startswith("Early stopping ended none of the 1 runs: each ran to the end")
+
+
+def test_wall_clock_sums_the_runs():
+    records = [{"wall_seconds": 1800.0}, {"wall_seconds": 5400.0}]
+    assert sweep.wall_clock(records) == "Wall-clock of these 2 runs, one at a time: 2.0 h.\n"
+    assert sweep.wall_clock([]) == ""

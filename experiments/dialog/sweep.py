@@ -111,6 +111,13 @@ def budget_hits(records: list[dict]) -> str:
     return text + f"; these ran to the end of the budget, so they are not shown to have converged: {names}.\n"
 
 
+def wall_clock(records: list[dict]) -> str:
+    """One sentence: the runs' total wall-clock (one run at a time on this machine; resumed runs count only
+    their last part)."""
+    seconds = sum(r.get("wall_seconds", 0.0) for r in records)
+    return f"Wall-clock of these {len(records)} runs, one at a time: {seconds / 3600:.1f} h.\n" if records else ""
+
+
 def summarize(results: dict[str, list[dict]], config: ml_collections.ConfigDict) -> str:
     """The sweep's tables from each part's records (``results``: part -> records)."""
     methods = as_list(config.methods)
@@ -119,7 +126,7 @@ def summarize(results: dict[str, list[dict]], config: ml_collections.ConfigDict)
         text += profile_tables(results["profiles"], methods)
         text += "\nWhen each run stopped (steps; mean ± std over profiles):\n\n"
         text += summary_table(results["profiles"], ["method"], STOP_TABLE_COLUMNS)
-        text += "\n" + budget_hits(results["profiles"])
+        text += "\n" + budget_hits(results["profiles"]) + wall_clock(results["profiles"])
     for part in ("small_100", "small_1000"):
         if results.get(part):
             text += f"\n`small/`, {part.split('_')[1]} target dialogs, mean ± std over seeds:\n\n"
@@ -128,7 +135,7 @@ def summarize(results: dict[str, list[dict]], config: ml_collections.ConfigDict)
                 ["method", "target_dialogs"],
                 [c for c in train.SUMMARY_COLUMNS if not c[0].endswith("dialog_accuracy")] + train.STOP_COLUMNS,
             )
-            text += "\n" + budget_hits(results[part])
+            text += "\n" + budget_hits(results[part]) + wall_clock(results[part])
     return text
 
 
