@@ -115,7 +115,7 @@ def test_implicit_damping_solves_the_damped_system():
         objective = lambda p: learner.problem.objective(unravel(p), state.meta_params, target, related, True)
         hessian = jax.hessian(objective)(flat)
         grad_outer = jax.grad(lambda p: learner.problem.outer_loss(unravel(p), outer))(flat)
-        v = ravel_pytree(state.weighting.estimator_state)[0]
+        v = ravel_pytree(state.weighting.estimator_state.v)[0]
         np.testing.assert_allclose(v, np.linalg.solve(hessian + 0.5 * np.eye(flat.size), grad_outer), rtol=1e-9)
 
 
@@ -200,3 +200,27 @@ def test_trajectory_needs_stacked_batches_and_has_no_per_step_meta_update():
         learner.meta_update(state.params, state.opt_state, state.weighting, target, related, outer)
     with pytest.raises(ValueError, match="real_steps must be >= 1"):
         Trajectory(0)
+
+
+def test_implicit_step_cap_keeps_v_stable_where_the_plain_step_diverges():
+    """A step far above 2 / (largest eigenvalue of H): the plain iteration of v diverges; capped at 1 / (curvature
+    along v) it converges, and the estimate reaches the exact hypergradient."""
+    with jax.enable_x64(True):
+        target, related, outer = regression_batches()
+        weighting = TableWeighting(NUM_RELATED)
+        meta_params = jax.random.normal(jax.random.key(2), (NUM_RELATED,))
+        params = {"w": jnp.zeros(NUM_FEATURES), "b": jnp.zeros(())}
+
+        def run(estimator):
+            learner = MetaReweighting(squared_error, weighting, optax.sgd(0.3), optax.sgd(0.0), estimator=estimator)
+            state, step = learner.init(params, meta_params), jax.jit(learner.step)
+            for _ in range(3000):
+                state, metrics = step(state, target, related, outer)
+            return jax.jit(learner.meta_gradient)(state, target, related, outer).grads, metrics
+
+        _, plain = run(Implicit(learning_rate=50.0, damping=0.0, cap_step=False))
+        assert not np.isfinite(float(plain["v_norm"])) or float(plain["v_norm"]) > 1e6
+        estimate, capped = run(Implicit(learning_rate=50.0, damping=0.0))
+        exact = exact_hypergradient(weighting, meta_params, target, related, outer)
+        assert float(capped["v_step"]) < 50.0 and float(capped["v_residual_norm"]) < 1e-8
+        np.testing.assert_allclose(estimate, exact, rtol=1e-6)
