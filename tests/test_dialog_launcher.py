@@ -48,7 +48,8 @@ def test_launcher_writes_the_weights_of_the_weighted_methods(smoke_workdir):
     assert [run["method"] for run in weights["runs"]] == [n for n in methods if METHODS[n].weights]
     n = len(weights["examples"])
     assert n > 0 and all(len(run["weights"]) == n for run in weights["runs"])
-    assert set(weights["examples"][0]) == {"example_id", "dialog_id", "turn", "bot", "kind"}
+    assert set(weights["examples"][0]) == {"example_id", "dialog_id", "turn", "bot", "kind", "source"}
+    assert {e["source"] for e in weights["examples"]} == {"babi"}
 
 
 def test_launcher_ends_by_saying_what_it_wrote_and_printing_the_summary(smoke_workdir):
