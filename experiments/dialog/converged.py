@@ -107,8 +107,6 @@ def cells(
                         related_sources=sources,
                     )
                 )
-                if c.related_sampling == "weighted" and c.checkpoint_every % c.sampling_every:
-                    c.checkpoint_every = c.sampling_every
                 train.validate_config(c)
                 out.append((sources, profile, name, c))
     return out
@@ -158,7 +156,7 @@ def weight_rows(workdir: str, sweep: str, sources: str) -> tuple[list[dict], lis
                 if run["method"] not in ("mwnet", "meta_net") or record is None:
                     continue
                 w, row = np.asarray(run["weights"]), row_name(record)
-                by_kind.append(dict(row=row, **{k: float(w[kinds == k].mean()) for k in sorted(set(kinds))}))
+                by_kind.append(dict(row=row, **train.mean_by_kind(w, kinds)))
                 if len(set(source)) > 1:
                     by_source.append(dict(row=row, **{s: float(w[source == s].mean()) for s in sorted(set(source))}))
     return by_kind, by_source

@@ -22,7 +22,6 @@ import copy
 import os
 
 import ml_collections
-import numpy as np
 from absl import flags
 
 from experiments.dialog import train
@@ -131,12 +130,7 @@ def summarize(loaded: dict[str, tuple[list[dict], list[dict], list[str]]]) -> st
         text += summary_table([r for r in records if r["delta_union"] is not None or not union], ["row"], columns)
         if runs and kinds:
             names = sorted(set(kinds))
-            kind_ids = np.asarray([names.index(k) for k in kinds])
-            counts = np.bincount(kind_ids, minlength=len(names))
-            rows = [
-                dict(row=w["row"], **dict(zip(names, np.bincount(kind_ids, w["weights"], len(names)) / counts)))
-                for w in runs
-            ]
+            rows = [dict(row=w["row"], **train.mean_by_kind(w["weights"], kinds)) for w in runs]
             text += "\nMean learned weight of the related examples by kind of bot turn:\n\n"
             text += summary_table(rows, ["row"], [(k, k, 1.0, 2) for k in names])
         by_kind = train.kind_accuracy_table(records, ["row"])

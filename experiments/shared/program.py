@@ -17,7 +17,7 @@ from metadial import sampling
 from metadial.holdout import Folds, draw_from_fold, fold_at, target_folds
 from metadial.parallel import check_batch_size, data_mesh, replicate, shard_batch
 from metadial.sampling import IMPORTANCE
-from metadial.stacks import BatchStack
+from metadial.stacks import BatchStack, first_of_stack
 from metadial.weighting import Weighting
 
 Batch = dict[str, Any]
@@ -214,7 +214,7 @@ class Program(abc.ABC):
             keys_r = jnp.concatenate([k_r[None], k_more[1::2]])
             target_idx = jax.vmap(lambda k: self.target_indices(pools, k, holdout))(keys_t)
             batches[TARGET] = self.drawn_stack(pools, TARGET, target_idx)
-            first_target = self.batch_at(pools, TARGET, target_idx[0])
+            first_target = first_of_stack(batches[TARGET])
             if RELATED in names:
                 related_idx, importance = jax.vmap(lambda k: self.related_indices(pools, k, probabilities))(keys_r)
                 batches[RELATED] = self.drawn_stack(pools, method.related_pool, related_idx, importance)
