@@ -10,6 +10,8 @@ from typing import Any
 import orbax.checkpoint as ocp
 from absl import logging
 
+from metadial.io import atomic_write_json, read_json
+
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
@@ -38,11 +40,26 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, tree: Any) -> None:
-        """Writes ``tree`` as the checkpoint of ``step`` and waits until it is on disk."""
+    def save(self, step: int, tree: Any, info: dict[str, Any] | None = None) -> None:
+        """Writes ``tree`` as the checkpoint of ``step`` and waits until it is on disk; ``info`` (JSON, e.g. the
+        run's wall-clock so far) is kept beside the latest checkpoint, written after it."""
         with _quiet():
             self._manager.save(step, args=ocp.args.StandardSave(tree), force=True)
             self._manager.wait_until_finished()
+        if info is not None:
+            atomic_write_json(self._info_path, {"step": step, "info": info})
+
+    @property
+    def _info_path(self) -> str:
+        return os.path.join(self.directory, "info.json")
+
+    def info(self, step: int) -> dict[str, Any]:
+        """The ``info`` saved with the checkpoint of ``step`` (empty if none was, or it belongs to another step:
+        a crash between a checkpoint and its info leaves the previous one)."""
+        if not os.path.exists(self._info_path):
+            return {}
+        saved = read_json(self._info_path)
+        return dict(saved["info"]) if saved.get("step") == step else {}
 
     def restore(self, step: int, like: Any) -> Any:
         """The checkpoint of ``step``, with the structure and dtypes of ``like``."""

@@ -35,6 +35,7 @@ class LoopResult:
     best_step: int
     resumed_from: int  # the checkpoint step the run resumed from (0: a fresh start)
     stopped_step: int  # the last step trained (num_steps, or earlier when early stopping ended the run)
+    carried_seconds: float = 0.0  # wall-clock the run had spent up to the checkpoint it resumed from
 
 
 class MetricsLog:
@@ -186,9 +187,11 @@ def train_loop(
             and stale_evaluations(s, best_step) >= patience
         )
 
+    t_start = time.time()
     start, state, best = restore_latest(checkpointer, state)
+    carried = float(checkpointer.info(start).get("seconds", 0.0)) if checkpointer is not None and start else 0.0
     if start:
-        logging.info("%s: resumed from the checkpoint of step %d", name, start)
+        logging.info("%s: resumed from the checkpoint of step %d (%.0fs spent before)", name, start, carried)
     if metrics_log is not None:
         metrics_log.drop_after(start)  # lines an interrupted run wrote after its last checkpoint
     step_seconds, eval_seconds, num_evals, steps_timed = 0.0, 0.0, 0, 0
@@ -260,7 +263,7 @@ def train_loop(
                 raise NonFiniteError(
                     f"{name}: the state holds non-finite values at step {s}; the last good checkpoint (if any) is kept"
                 )
-            checkpointer.save(s, {"state": state, "best": best})
+            checkpointer.save(s, {"state": state, "best": best}, {"seconds": carried + time.time() - t_start})
         other_seconds, num_other = other_seconds + time.time() - t_other, num_other + 1
         if stopping_early:
             logging.info(
@@ -273,5 +276,5 @@ def train_loop(
             )
             break
     if evaluate is None:
-        return LoopResult(state, state, None, num_steps, start, num_steps)
-    return LoopResult(state, best["state"], float(best["score"]), int(best["step"]), start, stopped)
+        return LoopResult(state, state, None, num_steps, start, num_steps, carried)
+    return LoopResult(state, best["state"], float(best["score"]), int(best["step"]), start, stopped, carried)

@@ -112,8 +112,8 @@ def budget_hits(records: list[dict]) -> str:
 
 
 def wall_clock(records: list[dict]) -> str:
-    """One sentence: the runs' total wall-clock (one run at a time on this machine; resumed runs count only
-    their last part)."""
+    """One sentence: the runs' total wall-clock (one run at a time on this machine; a resumed run counts the
+    time it spent up to its checkpoint, as saved beside it)."""
     seconds = sum(r.get("wall_seconds", 0.0) for r in records)
     return f"Wall-clock of these {len(records)} runs, one at a time: {seconds / 3600:.1f} h.\n" if records else ""
 

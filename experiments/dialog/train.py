@@ -167,7 +167,8 @@ def run_one(
         "test_accuracy_by_kind": mean_by_kind(test_correct, data.test.kinds),
     }
     weights = program.related_weights(best_state, k_eval, pools, data.num_related)
-    record["wall_seconds"] = round(time.time() - start, 1)
+    # the wall-clock of the whole run: a resumed run adds what it had spent up to its checkpoint
+    record["wall_seconds"] = round(time.time() - start + result.carried_seconds, 1)
     return record, weights
 
 

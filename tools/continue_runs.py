@@ -1,0 +1,122 @@
+r"""Continues dialog runs that early stopping ended under a more patient rule, without redoing their steps.
+
+    python -m tools.continue_runs --source=OLD_DIR --workdir=NEW_DIR --patience=P
+
+Runs are deterministic, so a run under patience ``P`` follows the same steps as the same run under a smaller
+patience up to where the impatient one stopped. For every launcher workdir under ``OLD_DIR`` (a folder with
+``config.json`` and ``results.json``; e.g. each part of a sweep), this writes the same relative workdir under
+``NEW_DIR`` with:
+
+* ``config.json``: the old config with ``patience=P`` (the only field allowed to change);
+* each finished run's last checkpoint (the step where it stopped, with the best state so far), the wall-clock
+  the run had spent (from its record, so that its new record counts the whole run), and its ``metrics.jsonl``
+  lines; no records.
+
+Re-running the launcher (or the sweep) on ``NEW_DIR`` with ``--config.patience=P`` then resumes every run
+where it stopped and trains it on until ``P`` evaluations pass without improvement; records say where each
+run resumed (``resumed_from_step``). A run whose last checkpoint is not the step it stopped at is left out
+(it starts afresh). ``NEW_DIR``'s workdirs must not hold runs yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+from absl import app, flags, logging
+
+from experiments.dialog.train import run_name
+from experiments.shared.cli import USER_ERRORS
+from experiments.shared.config import ConfigError
+from metadial.io import atomic_write_json, atomic_write_text, read_json
+
+FLAGS = flags.FLAGS
+
+
+def launcher_workdirs(source: str) -> list[str]:
+    """The folders under ``source`` (itself included) that hold a launcher's ``config.json`` and
+    ``results.json``, relative to ``source``, sorted."""
+    found = []
+    for folder, dirs, files in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if d not in ("checkpoints", "tensorboard", "plots"))
+        if "config.json" in files and "results.json" in files:
+            found.append(os.path.relpath(folder, source))
+    return sorted(found)
+
+
+def last_checkpoint_step(run_dir: str) -> int | None:
+    """The largest step folder of a run's checkpoint directory (``None`` if it has none)."""
+    if not os.path.isdir(run_dir):
+        return None
+    steps = [int(d) for d in os.listdir(run_dir) if d.isdigit()]
+    return max(steps) if steps else None
+
+
+def run_key(entry: dict) -> tuple:
+    """``(method, target_dialogs, seed)`` of a record or a metrics line."""
+    return entry.get("method"), entry.get("target_dialogs"), entry.get("seed")
+
+
+def continue_workdir(source: str, dest: str, patience: int) -> list[str]:
+    """Prepares ``dest`` to continue the runs of the launcher workdir ``source`` under ``patience``; returns
+    the names of the runs prepared."""
+    config = read_json(os.path.join(source, "config.json"))
+    old = int(config.get("patience", 0))
+    if not 0 < old < patience:
+        raise ConfigError(
+            f"{source}/config.json: patience {old}; --patience={patience} must be larger, and the old runs must "
+            "have stopped early (patience > 0)"
+        )
+    if os.path.exists(os.path.join(dest, "results.json")) or os.path.isdir(os.path.join(dest, "checkpoints")):
+        raise ConfigError(f"{dest}: already holds runs; use a new --workdir")
+    os.makedirs(dest, exist_ok=True)
+    atomic_write_text(
+        os.path.join(dest, "config.json"), json.dumps(dict(config, patience=patience), sort_keys=True, indent=1) + "\n"
+    )
+    prepared, metrics_keys = [], []
+    for record in read_json(os.path.join(source, "results.json")):
+        name = run_name(record["method"], record["target_dialogs"], record["seed"])
+        src_run = os.path.join(source, "checkpoints", name)
+        step = last_checkpoint_step(src_run)
+        if step != record["stopped_step"]:
+            logging.warning(
+                "%s: last checkpoint %s is not its stopping step %d; left out", name, step, record["stopped_step"]
+            )
+            continue
+        dest_run = os.path.join(dest, "checkpoints", name)
+        shutil.copytree(os.path.join(src_run, str(step)), os.path.join(dest_run, str(step)))
+        atomic_write_json(
+            os.path.join(dest_run, "info.json"), {"step": step, "info": {"seconds": record["wall_seconds"]}}
+        )
+        prepared.append(name)
+        metrics_keys.append(run_key(record))
+    metrics_path = os.path.join(source, "metrics.jsonl")
+    if os.path.exists(metrics_path):
+        with open(metrics_path) as f:
+            kept = [line for line in f if run_key(json.loads(line)) in metrics_keys]
+        atomic_write_text(os.path.join(dest, "metrics.jsonl"), "".join(kept))
+    return prepared
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        found = launcher_workdirs(FLAGS.source)
+        if not found:
+            raise ConfigError(f"--source: no launcher workdir (config.json and results.json) under {FLAGS.source}")
+        for rel in found:
+            names = continue_workdir(os.path.join(FLAGS.source, rel), os.path.join(FLAGS.workdir, rel), FLAGS.patience)
+            print(f"{os.path.join(FLAGS.workdir, rel)}: {len(names)} runs to continue ({', '.join(names)})")
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("source", None, "A launcher workdir, or a folder of them (e.g. a sweep's).", required=True)
+    flags.DEFINE_string("workdir", None, "Where the continued runs go (same relative layout).", required=True)
+    flags.DEFINE_integer("patience", None, "The new, larger patience.", required=True)
+    app.run(main)
