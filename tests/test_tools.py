@@ -92,3 +92,33 @@ def test_rescore_rebuilds_the_per_kind_accuracy_from_the_checkpoints(smoke_workd
     rescored = rescore(smoke_config(), str(workdir))
     assert [r["test_accuracy_by_kind"] for r in rescored] == [r["test_accuracy_by_kind"] for r in records]
     assert json.loads((workdir / "results.json").read_text()) == rescored
+
+
+def test_continue_runs_under_a_larger_patience_matches_a_fresh_run(tmp_path):
+    from experiments.dialog import train
+    from tests.conftest import smoke_config
+    from tools.continue_runs import continue_workdir
+
+    config = lambda patience: smoke_config(methods=("union",), train_steps=40, eval_every=2, patience=patience)
+    [impatient] = train.run(config(1), str(tmp_path / "old"))
+    assert impatient["stopped_step"] < 40  # the premise: patience 1 stops the run early
+    prepared = continue_workdir(str(tmp_path / "old"), str(tmp_path / "new"), patience=4)
+    assert prepared == ["union-3-seed0"]
+    [continued] = train.run(config(4), str(tmp_path / "new"))
+    [fresh] = train.run(config(4), str(tmp_path / "fresh"))
+    how_made = ("wall_seconds", "resumed_from_step")
+    assert {k: v for k, v in continued.items() if k not in how_made} == {
+        k: v for k, v in fresh.items() if k not in how_made
+    }
+    assert (
+        continued["resumed_from_step"] == impatient["stopped_step"]
+        and continued["stopped_step"] > continued["resumed_from_step"]
+    )
+    assert continued["wall_seconds"] >= impatient["wall_seconds"]  # the whole run's time, both parts
+    # the continued workdir's metrics are the fresh run's, line for line
+    steps = lambda d: [e["step"] for e in map(json.loads, (tmp_path / d / "metrics.jsonl").open())]
+    assert steps("new") == steps("fresh")
+    with pytest.raises(ValueError, match="already holds runs"):
+        continue_workdir(str(tmp_path / "old"), str(tmp_path / "new"), patience=4)
+    with pytest.raises(ValueError, match="must be larger"):
+        continue_workdir(str(tmp_path / "old"), str(tmp_path / "other"), patience=1)
