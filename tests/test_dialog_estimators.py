@@ -55,7 +55,7 @@ def test_summary_pairs_each_cell_with_the_sweeps_union_and_averages_weights_by_k
         weights("meta_net", [0.2, 0.4, 0.9]),
     )
     write(tmp_path / "out" / "female_elderly" / "implicit", [rec("meta_net", 0.78)], weights("meta_net", [1, 1, 0]))
-    text = estimators.summarize(estimators.load(str(tmp_path / "out"), str(sweep), ["female_elderly"]))
+    text = estimators.summarize(estimators.load(str(tmp_path / "out"), str(sweep), ["female_elderly"]), get_config())
     assert "target_only" not in text
     assert "| union | 1 | 75.0 | 0.0 | 10 | 20 | 5 |" in text
     assert "| meta_net, lookahead | 1 | 76.0 | 1.0 |" in text

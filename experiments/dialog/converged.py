@@ -5,7 +5,7 @@ when both are trained to convergence? One command, resumable.
         [--related=babi,babi+profiles] [--config.FIELD=VALUE ...] [--summarize_only]
 
 On each of the six profiles at 100 target dialogs (one seed: the profiles are the replicates), under the default
-budget rule (dev evaluation every 10 epochs, early stopping after 5 evaluations without improvement), with two
+budget rule (dev evaluation every 10 epochs, early stopping after 20 evaluations without improvement), with two
 kinds of related data: ``babi`` (bAbI task 5) and ``babi+profiles`` (bAbI task 5 and 1000 dialogs of the other
 five profiles; ``config.related_sources``). The rows:
 

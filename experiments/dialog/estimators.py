@@ -103,12 +103,12 @@ def load(workdir: str, sweep: str, targets: list[str]) -> dict[str, tuple[list[d
     return out
 
 
-def summarize(loaded: dict[str, tuple[list[dict], list[dict], list[str]]]) -> str:
-    """The comparison's tables, per target set."""
+def summarize(loaded: dict[str, tuple[list[dict], list[dict], list[str]]], config: ml_collections.ConfigDict) -> str:
+    """The comparison's tables, per target set (``config``: the budget rule, shared with the sweep)."""
     text = (
         f"`meta_net` with each meta-gradient estimator at {TARGET_DIALOGS} target dialogs, seed {SEED}, against "
-        "the converged sweep's `union` and look-ahead `meta_net` (same budget rule: dev evaluation every 10 epochs, "
-        "early stopping after 5 evaluations without improvement, at most 1000 epochs). Δ union: test "
+        f"the converged sweep's `union` and look-ahead `meta_net` (same budget rule: {train.budget_text(config)}). "
+        "Δ union: test "
         f"per-response difference to `union` (points). Holdout: outer loss on {HOLDOUT:.0%} of the target dialogs, "
         f"folds rotating every {HOLDOUT_ROTATION} steps; trajectory: {TRAJECTORY_STEPS}-step segments, meta "
         f"learning rate {TRAJECTORY_META_LR}.\n"
@@ -149,8 +149,8 @@ def run(
     if not summarize_only:
         for target, name, c in todo:
             train.run(c, os.path.join(workdir, target, name))
-            atomic_write_text(path, summarize(load(workdir, sweep, targets)))
-    text = summarize(load(workdir, sweep, targets))
+            atomic_write_text(path, summarize(load(workdir, sweep, targets), config))
+    text = summarize(load(workdir, sweep, targets), config)
     atomic_write_text(path, text)
     report([path], text)
     return text

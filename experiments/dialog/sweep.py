@@ -10,7 +10,7 @@ Parts (each an ordinary, resumable launcher workdir under ``DIR/<part>/<target_s
   the profiles are the replicates;
 * ``small_100`` and ``small_1000``: 100 and 1000 dialogs of ``small/``, 3 seeds.
 
-Every run uses the config's budget rule (default: dev evaluation every 10 epochs, early stopping after 5
+Every run uses the config's budget rule (default: dev evaluation every 10 epochs, early stopping after 20
 evaluations without improvement, at most 1000 epochs). ``DIR/summary.md`` holds: per profile, test per-response
 accuracy of every method; mean ± std over profiles; each method's paired difference to ``union`` per profile
 (mean, std, wins out of 6); when each run stopped; and the small-set tables.
