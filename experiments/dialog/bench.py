@@ -6,8 +6,9 @@ For each method of the config, compiles its training step and times ``--repeats`
 dev evaluation (the full dev set). From these it estimates one run at the full budget (its steps plus one dev
 evaluation every ``eval_every`` steps and the test and OOV evaluations; early stopping only shortens it) and
 the whole sweep (every method × size × seed), on this machine, one run at a time (leaving out the loop's own
-work, such as the logged weight statistics). Writes ``DIR/dialog_bench.json`` and prints a table; ratios are
-to the ``target_only`` and the ``union`` step. Run it on an otherwise idle machine.
+work, such as the logged weight statistics). Writes ``DIR/dialog_bench.json`` (``small/``;
+``DIR/dialog_bench_<profile>.json`` for a profile's target set) and prints a table; ratios are to the
+``target_only`` and the ``union`` step. Run it on an otherwise idle machine.
 
 Under ``estimators``, ``meta_net`` with each estimator of ``--estimators`` (``trajectory`` once per segment
 length of ``--trajectory_steps``): its step time (per real step for a trajectory segment, through the
@@ -128,6 +129,11 @@ def bench_estimators(
     return out
 
 
+def output_name(target_set: str) -> str:
+    """``dialog_bench.json`` for ``small/``, ``dialog_bench_<profile>.json`` for a profile."""
+    return "dialog_bench.json" if target_set == "small" else f"dialog_bench_{target_set}.json"
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -136,7 +142,7 @@ def main(argv):
     trajectory_steps = [int(t) for t in FLAGS.trajectory_steps]
     result["estimators"] = bench_estimators(FLAGS.config, FLAGS.estimators, trajectory_steps, union_ms, FLAGS.repeats)
     os.makedirs(FLAGS.workdir, exist_ok=True)
-    atomic_write_json(os.path.join(FLAGS.workdir, "dialog_bench.json"), result)
+    atomic_write_json(os.path.join(FLAGS.workdir, output_name(FLAGS.config.target_set)), result)
     sizes = list(result["train_steps"])
     print(
         f"target set {result['target_set']} ({result['target_candidates']} candidates), {result['device']}, "
@@ -162,7 +168,7 @@ def main(argv):
 
 if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "The dialog configuration.")
-    flags.DEFINE_string("workdir", None, "Output folder for dialog_bench.json.", required=True)
+    flags.DEFINE_string("workdir", None, "Output folder for dialog_bench[_<profile>].json.", required=True)
     flags.DEFINE_integer("repeats", 30, "Timed calls per step (median); real steps for a trajectory segment.")
     flags.DEFINE_list("estimators", ["lookahead", "implicit", "trajectory"], "meta_net's estimators to time.")
     flags.DEFINE_list("trajectory_steps", ["50", "200"], "Segment lengths (real steps) of the trajectory estimator.")
