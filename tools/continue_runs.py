@@ -8,9 +8,10 @@ patience up to where the impatient one stopped. For every launcher workdir under
 ``NEW_DIR`` with:
 
 * ``config.json``: the old config with ``patience=P`` (the only field allowed to change);
-* each finished run's last checkpoint (the step where it stopped, with the best state so far), the wall-clock
-  the run had spent (from its record, so that its new record counts the whole run), and its ``metrics.jsonl``
-  lines; no records.
+* each finished run's last checkpoint (normally the step where it stopped, with the best state so far; an older
+  one is as good, the run then redoes the steps after it), the wall-clock the run had spent up to it (from its
+  record, prorated by steps if the checkpoint is older, so that its new record counts the whole run), and its
+  ``metrics.jsonl`` lines (the resumed run drops those past its checkpoint); no records.
 
 Re-running the launcher (or the sweep) on ``NEW_DIR`` with ``--config.patience=P`` then resumes every run
 where it stopped and trains it on until ``P`` evaluations pass without improvement; records say where each
@@ -80,16 +81,16 @@ def continue_workdir(source: str, dest: str, patience: int) -> list[str]:
         name = run_name(record["method"], record["target_dialogs"], record["seed"])
         src_run = os.path.join(source, "checkpoints", name)
         step = last_checkpoint_step(src_run)
-        if step != record["stopped_step"]:
+        if step is None or step > record["stopped_step"]:
             logging.warning(
-                "%s: last checkpoint %s is not its stopping step %d; left out", name, step, record["stopped_step"]
+                "%s: no checkpoint at or before its stopping step %d; left out", name, record["stopped_step"]
             )
             continue
         dest_run = os.path.join(dest, "checkpoints", name)
         shutil.copytree(os.path.join(src_run, str(step)), os.path.join(dest_run, str(step)))
-        atomic_write_json(
-            os.path.join(dest_run, "info.json"), {"step": step, "info": {"seconds": record["wall_seconds"]}}
-        )
+        # the run's wall-clock up to the checkpoint: its record's, prorated when it stopped after the checkpoint
+        seconds = round(record["wall_seconds"] * step / record["stopped_step"], 1)
+        atomic_write_json(os.path.join(dest_run, "info.json"), {"step": step, "info": {"seconds": seconds}})
         prepared.append(name)
         metrics_keys.append(run_key(record))
     metrics_path = os.path.join(source, "metrics.jsonl")
@@ -108,8 +109,9 @@ def main(argv):
         if not found:
             raise ConfigError(f"--source: no launcher workdir (config.json and results.json) under {FLAGS.source}")
         for rel in found:
-            names = continue_workdir(os.path.join(FLAGS.source, rel), os.path.join(FLAGS.workdir, rel), FLAGS.patience)
-            print(f"{os.path.join(FLAGS.workdir, rel)}: {len(names)} runs to continue ({', '.join(names)})")
+            dest = os.path.normpath(os.path.join(FLAGS.workdir, rel))
+            names = continue_workdir(os.path.join(FLAGS.source, rel), dest, FLAGS.patience)
+            print(f"{dest}: {len(names)} runs to continue ({', '.join(names)})")
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
