@@ -61,9 +61,12 @@ class Checkpointer:
         saved = read_json(self._info_path)
         return dict(saved["info"]) if saved.get("step") == step else {}
 
-    def restore(self, step: int, like: Any) -> Any:
-        """The checkpoint of ``step``, with the structure and dtypes of ``like``."""
+    def restore(self, step: int, like: Any = None) -> Any:
+        """The checkpoint of ``step``, with the structure and dtypes of ``like`` (without: as saved, containers
+        as dicts and lists)."""
         with _quiet():
+            if like is None:
+                return self._manager.restore(step)
             return self._manager.restore(step, args=ocp.args.StandardRestore(like))
 
     def close(self) -> None:

@@ -47,3 +47,19 @@ def test_wall_clock_sums_the_runs():
     records = [{"wall_seconds": 1800.0}, {"wall_seconds": 5400.0}]
     assert sweep.wall_clock(records) == "Wall-clock of these 2 runs, one at a time: 2.0 h.\n"
     assert sweep.wall_clock([]) == ""
+
+
+def test_late_dev_gain_is_the_rise_of_the_best_dev_score_over_the_last_evaluations():
+    record = {"method": "union", "target_dialogs": 100, "seed": 0, "stopped_step": 100, "eval_every": 10}
+    key = {k: record[k] for k in ("method", "target_dialogs", "seed")}
+    scores = [0.5, 0.6, 0.58, 0.61, 0.6, 0.62, 0.6, 0.63, 0.62, 0.6]  # steps 10, ..., 100
+    metrics = [dict(key, step=10 * (i + 1), dev_accuracy=s) for i, s in enumerate(scores)]
+    metrics.append(dict(key, seed=1, step=100, dev_accuracy=0.9))  # another run's line
+    metrics.append(dict(key, step=95, train_loss=0.1))  # a line without an evaluation
+    assert sweep.late_dev_gain(metrics, record, 5) == pytest.approx(0.63 - 0.61)  # best by step 50: 0.61
+    assert sweep.late_dev_gain(metrics, record, 10) is None
+    full = dict(record, target_set=PROFILES[0], train_steps=100, late_dev_gain=0.02)
+    assert sweep.budget_hits([full, dict(full, late_dev_gain=0.004)], 5).endswith(
+        "Over their last 5 evaluations their best dev per-response accuracy rose by 1.20 points on average "
+        "(at most 2.00).\n"
+    )

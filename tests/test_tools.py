@@ -122,3 +122,15 @@ def test_continue_runs_under_a_larger_patience_matches_a_fresh_run(tmp_path):
         continue_workdir(str(tmp_path / "old"), str(tmp_path / "new"), patience=4)
     with pytest.raises(ValueError, match="must be larger"):
         continue_workdir(str(tmp_path / "old"), str(tmp_path / "other"), patience=1)
+
+
+def test_upgrade_layout_moves_old_meta_state_into_the_weighting_state():
+    from tools.continue_runs import upgrade_layout
+
+    old_state = {"params": 1, "opt_state": [2], "meta_params": 3, "meta_opt_state": [4, None], "step": 5}
+    new_state = {"params": 1, "opt_state": [2], "step": 5}
+    new_state["weighting"] = {"meta_params": 3, "meta_opt_state": [4, None], "estimator_state": ()}
+    old = {"state": old_state, "best": {"state": old_state, "score": 0.5, "step": 4}}
+    new = {"state": new_state, "best": {"state": new_state, "score": 0.5, "step": 4}}
+    assert upgrade_layout(old) == new
+    assert upgrade_layout(new) == new  # today's layout, and states without meta-parameters, are kept

@@ -8,10 +8,10 @@ patience up to where the impatient one stopped. For every launcher workdir under
 ``NEW_DIR`` with:
 
 * ``config.json``: the old config with ``patience=P`` (the only field allowed to change);
-* each finished run's last checkpoint (normally the step where it stopped, with the best state so far; an older
-  one is as good, the run then redoes the steps after it), the wall-clock the run had spent up to it (from its
-  record, prorated by steps if the checkpoint is older, so that its new record counts the whole run), and its
-  ``metrics.jsonl`` lines (the resumed run drops those past its checkpoint); no records.
+* each finished run's last checkpoint in today's layout (normally the step where it stopped, with the best
+  state so far; an older one is as good, the run then redoes the steps after it), the wall-clock the run had
+  spent up to it (from its record, prorated by steps if the checkpoint is older, so that its new record counts
+  the whole run), and its ``metrics.jsonl`` lines (the resumed run drops those past its checkpoint); no records.
 
 Re-running the launcher (or the sweep) on ``NEW_DIR`` with ``--config.patience=P`` then resumes every run
 where it stopped and trains it on until ``P`` evaluations pass without improvement; records say where each
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 
 from absl import app, flags, logging
@@ -31,6 +30,7 @@ from absl import app, flags, logging
 from experiments.dialog.train import run_name
 from experiments.shared.cli import USER_ERRORS
 from experiments.shared.config import ConfigError
+from metadial.checkpoint import Checkpointer
 from metadial.io import atomic_write_json, atomic_write_text, read_json
 
 FLAGS = flags.FLAGS
@@ -60,6 +60,26 @@ def run_key(entry: dict) -> tuple:
     return entry.get("method"), entry.get("target_dialogs"), entry.get("seed")
 
 
+def upgrade_layout(tree: dict) -> dict:
+    """A checkpoint tree (``{"state", "best": {"state", ...}}``, as restored without a target) in today's layout:
+    states written before ``MetaState`` carried a ``WeightingState`` (commit b0f6bd2) kept ``meta_params`` and
+    ``meta_opt_state`` on the state itself; the look-ahead estimator's state is empty."""
+
+    def upgrade(state: dict) -> dict:
+        if "meta_params" not in state:
+            return state
+        state = dict(state)
+        weighting = {k: state.pop(k) for k in ("meta_params", "meta_opt_state")}
+        return dict(state, weighting=dict(weighting, estimator_state=()))
+
+    return dict(tree, state=upgrade(tree["state"]), best=dict(tree["best"], state=upgrade(tree["best"]["state"])))
+
+
+def copy_checkpoint(src: str, dest: str, step: int) -> None:
+    """Copies the checkpoint of ``step`` from the checkpoint directory ``src`` to ``dest``, in today's layout."""
+    Checkpointer(dest).save(step, upgrade_layout(Checkpointer(src).restore(step)))
+
+
 def continue_workdir(source: str, dest: str, patience: int) -> list[str]:
     """Prepares ``dest`` to continue the runs of the launcher workdir ``source`` under ``patience``; returns
     the names of the runs prepared."""
@@ -87,7 +107,7 @@ def continue_workdir(source: str, dest: str, patience: int) -> list[str]:
             )
             continue
         dest_run = os.path.join(dest, "checkpoints", name)
-        shutil.copytree(os.path.join(src_run, str(step)), os.path.join(dest_run, str(step)))
+        copy_checkpoint(src_run, dest_run, step)
         # the run's wall-clock up to the checkpoint: its record's, prorated when it stopped after the checkpoint
         seconds = round(record["wall_seconds"] * step / record["stopped_step"], 1)
         atomic_write_json(os.path.join(dest_run, "info.json"), {"step": step, "info": {"seconds": seconds}})

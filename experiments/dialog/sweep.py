@@ -19,6 +19,7 @@ accuracy of every method; mean ± std over profiles; each method's paired differ
 from __future__ import annotations
 
 import copy
+import json
 import os
 
 import ml_collections
@@ -93,9 +94,24 @@ STOP_TABLE_COLUMNS = [
 ]
 
 
-def budget_hits(records: list[dict]) -> str:
+def late_dev_gain(metrics: list[dict], record: dict, evaluations: int) -> float | None:
+    """How much a run's best dev score rose over its last ``evaluations`` evaluations (accuracy, a fraction),
+    from its ``metrics.jsonl`` lines; ``None`` if it had no evaluation before those."""
+    key = (record["method"], record["target_dialogs"], record["seed"])
+    scores = [
+        (e["step"], e["dev_accuracy"])
+        for e in metrics
+        if (e.get("method"), e.get("target_dialogs"), e.get("seed")) == key and "dev_accuracy" in e
+    ]
+    cut = record["stopped_step"] - evaluations * record["eval_every"]
+    before = [score for step, score in scores if step <= cut]
+    return max(score for _, score in scores) - max(before) if before else None
+
+
+def budget_hits(records: list[dict], evaluations: int = 0) -> str:
     """One sentence: how many runs early stopping ended, and which ran to the end of the budget (not shown to
-    have converged)."""
+    have converged); with ``evaluations``, how much those runs' best dev score still rose over their last
+    ``evaluations`` evaluations (records' ``late_dev_gain``)."""
     if not records:
         return ""
     full = [r for r in records if r["stopped_step"] >= r["train_steps"]]
@@ -103,12 +119,20 @@ def budget_hits(records: list[dict]) -> str:
     if not full:
         return text + ".\n"
     if len(full) == len(records):
-        return (
+        text = (
             f"Early stopping ended none of the {len(records)} runs: each ran to the end of the budget, so none "
-            "is shown to have converged.\n"
+            "is shown to have converged"
         )
-    names = ", ".join(f"{r['method']} ({r['target_set']}, seed {r['seed']})" for r in full)
-    return text + f"; these ran to the end of the budget, so they are not shown to have converged: {names}.\n"
+    else:
+        names = ", ".join(f"{r['method']} ({r['target_set']}, seed {r['seed']})" for r in full)
+        text += f"; these ran to the end of the budget, so they are not shown to have converged: {names}"
+    gains = [100 * r["late_dev_gain"] for r in full if r.get("late_dev_gain") is not None]
+    if evaluations and gains:
+        text += (
+            f". Over their last {evaluations} evaluations their best dev per-response accuracy rose by "
+            f"{np.mean(gains):.2f} points on average (at most {max(gains):.2f})"
+        )
+    return text + ".\n"
 
 
 def wall_clock(records: list[dict]) -> str:
@@ -126,7 +150,7 @@ def summarize(results: dict[str, list[dict]], config: ml_collections.ConfigDict)
         text += profile_tables(results["profiles"], methods)
         text += "\nWhen each run stopped (steps; mean ± std over profiles):\n\n"
         text += summary_table(results["profiles"], ["method"], STOP_TABLE_COLUMNS)
-        text += "\n" + budget_hits(results["profiles"]) + wall_clock(results["profiles"])
+        text += "\n" + budget_hits(results["profiles"], config.patience) + wall_clock(results["profiles"])
     for part in ("small_100", "small_1000"):
         if results.get(part):
             text += f"\n`small/`, {part.split('_')[1]} target dialogs, mean ± std over seeds:\n\n"
@@ -135,22 +159,29 @@ def summarize(results: dict[str, list[dict]], config: ml_collections.ConfigDict)
                 ["method", "target_dialogs"],
                 [c for c in train.SUMMARY_COLUMNS if not c[0].endswith("dialog_accuracy")] + train.STOP_COLUMNS,
             )
-            text += "\n" + budget_hits(results[part]) + wall_clock(results[part])
+            text += "\n" + budget_hits(results[part], config.patience) + wall_clock(results[part])
     return text
 
 
 def finished_records(workdir: str, runs: list[tuple[str, ml_collections.ConfigDict]]) -> dict[str, list[dict]]:
-    """The finished records of every part under ``workdir`` (part -> records), as far as they have run."""
+    """The finished records of every part under ``workdir`` (part -> records), as far as they have run; each
+    with ``late_dev_gain`` (see ``late_dev_gain``; over its config's ``patience`` evaluations), not saved."""
     results: dict[str, list[dict]] = {}
-    for sub, _ in runs:
+    for sub, c in runs:
         path = os.path.join(workdir, sub, "results.json")
-        results.setdefault(sub.split(os.sep)[0], []).extend(read_json(path) if os.path.exists(path) else [])
+        records = read_json(path) if os.path.exists(path) else []
+        metrics_path = os.path.join(workdir, sub, "metrics.jsonl")
+        if records and os.path.exists(metrics_path):
+            with open(metrics_path) as f:
+                metrics = [json.loads(line) for line in f]
+            records = [dict(r, late_dev_gain=late_dev_gain(metrics, r, c.patience)) for r in records]
+        results.setdefault(sub.split(os.sep)[0], []).extend(records)
     return results
 
 
-def write_summary(config: ml_collections.ConfigDict, workdir: str, runs: list) -> tuple[str, str]:
-    """Writes ``workdir/summary.md`` from the finished runs; returns its path and text."""
-    text = summarize(finished_records(workdir, runs), config)
+def write_summary(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, str]:
+    """Writes ``workdir/summary.md`` from the finished runs of every part; returns its path and text."""
+    text = summarize(finished_records(workdir, part_configs(config, list(PARTS))), config)
     path = os.path.join(workdir, "summary.md")
     atomic_write_text(path, text)
     return path, text
@@ -163,8 +194,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, parts: list[str], summa
     if not summarize_only:
         for sub, c in runs:
             train.run(c, os.path.join(workdir, sub))
-            write_summary(config, workdir, runs)
-    path, text = write_summary(config, workdir, runs)
+            write_summary(config, workdir)
+    path, text = write_summary(config, workdir)
     report([path], text)
     return text
 
