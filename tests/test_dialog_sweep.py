@@ -63,3 +63,25 @@ def test_late_dev_gain_is_the_rise_of_the_best_dev_score_over_the_last_evaluatio
         "Over their last 5 evaluations their best dev per-response accuracy rose by 1.20 points on average "
         "(at most 2.00).\n"
     )
+
+
+def test_summary_averages_kind_accuracy_and_kind_weights_over_profiles():
+    records = [
+        {
+            "method": "meta_net",
+            "target_set": p,
+            "seed": 0,
+            "target_dialogs": 100,
+            "test_response_accuracy": 0.7,
+            "best_step": 10,
+            "stopped_step": 20,
+            "train_steps": 30,
+            "wall_seconds": 1.0,
+            "test_accuracy_by_kind": {"api_call": a},
+        }
+        for p, a in zip(PROFILES[:2], [0.8, 0.9])
+    ]
+    runs = [{"method": "meta_net", "target_dialogs": 100, "seed": 0, "weights": w} for w in ([0.2, 1.0], [0.4, 0.0])]
+    text = sweep.summarize({"profiles": records}, get_config(), {"profiles": (runs, ["api_call", "ask_slot"])})
+    assert "| meta_net | 2 | 85.0 ± 5.0 |" in text  # api_call accuracy over the two profiles
+    assert "| meta_net | 100 | 2 | 0.30 ± 0.10 | 0.50 ± 0.50 |" in text  # weights of api_call, ask_slot

@@ -142,8 +142,14 @@ def wall_clock(records: list[dict]) -> str:
     return f"Wall-clock of these {len(records)} runs, one at a time: {seconds / 3600:.1f} h.\n" if records else ""
 
 
-def summarize(results: dict[str, list[dict]], config: ml_collections.ConfigDict) -> str:
-    """The sweep's tables from each part's records (``results``: part -> records)."""
+def summarize(
+    results: dict[str, list[dict]],
+    config: ml_collections.ConfigDict,
+    weights: dict[str, tuple[list[dict], list[str]]] | None = None,
+) -> str:
+    """The sweep's tables from each part's records (``results``: part -> records) and learned weights
+    (``weights``: part -> (weight runs, kind of every related example))."""
+    weights = weights or {}
     methods = as_list(config.methods)
     text = f"Converged dialog sweep: {train.budget_text(config)}; related data bAbI dialog task 5.\n\n"
     if results.get("profiles"):
@@ -151,6 +157,14 @@ def summarize(results: dict[str, list[dict]], config: ml_collections.ConfigDict)
         text += "\nWhen each run stopped (steps; mean ± std over profiles):\n\n"
         text += summary_table(results["profiles"], ["method"], STOP_TABLE_COLUMNS)
         text += "\n" + budget_hits(results["profiles"], config.patience) + wall_clock(results["profiles"])
+        by_kind = train.kind_accuracy_table(results["profiles"], ["method"])
+        if by_kind:
+            text += "\nTest per-response accuracy (%) by kind of target bot turn, mean ± std over profiles:\n\n"
+            text += by_kind
+        weight_runs, kinds = weights.get("profiles", ([], []))
+        if weight_runs:
+            text += "\nMean learned weight of each kind of related bot turn, mean ± std over profiles:\n\n"
+            text += train.kind_table(weight_runs, kinds)
     for part in ("small_100", "small_1000"):
         if results.get(part):
             text += f"\n`small/`, {part.split('_')[1]} target dialogs, mean ± std over seeds:\n\n"
@@ -179,9 +193,27 @@ def finished_records(workdir: str, runs: list[tuple[str, ml_collections.ConfigDi
     return results
 
 
+def finished_weights(workdir: str, runs: list[tuple[str, ml_collections.ConfigDict]]) -> dict[str, tuple[list, list]]:
+    """Per part: the weight runs (``related_weights.json``) of its finished runs, and the kind of every related
+    example (the same related data in every folder of a part)."""
+    out: dict[str, tuple[list, list]] = {}
+    for sub, _ in runs:
+        path = os.path.join(workdir, sub, "related_weights.json")
+        results_path = os.path.join(workdir, sub, "results.json")
+        if not (os.path.exists(path) and os.path.exists(results_path)):
+            continue
+        done = {(r["method"], r["target_dialogs"], r["seed"]) for r in read_json(results_path)}
+        saved = read_json(path)
+        part_runs, kinds = out.setdefault(sub.split(os.sep)[0], ([], []))
+        part_runs += [r for r in saved["runs"] if (r["method"], r["target_dialogs"], r["seed"]) in done]
+        kinds[:] = kinds or [e["kind"] for e in saved["examples"]]
+    return out
+
+
 def write_summary(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, str]:
     """Writes ``workdir/summary.md`` from the finished runs of every part; returns its path and text."""
-    text = summarize(finished_records(workdir, part_configs(config, list(PARTS))), config)
+    runs = part_configs(config, list(PARTS))
+    text = summarize(finished_records(workdir, runs), config, finished_weights(workdir, runs))
     path = os.path.join(workdir, "summary.md")
     atomic_write_text(path, text)
     return path, text
