@@ -134,3 +134,18 @@ def test_upgrade_layout_moves_old_meta_state_into_the_weighting_state():
     new = {"state": new_state, "best": {"state": new_state, "score": 0.5, "step": 4}}
     assert upgrade_layout(old) == new
     assert upgrade_layout(new) == new  # today's layout, and states without meta-parameters, are kept
+
+
+def test_paired_differences_figure_of_a_sweep(tmp_path):
+    from tools.plots import make_plots, sweep_records
+
+    for i, profile in enumerate(["p1", "p2"]):
+        folder = tmp_path / "profiles" / profile
+        folder.mkdir(parents=True)
+        records = [
+            {"method": m, "target_set": profile, "test_response_accuracy": a}
+            for m, a in [("union", 0.7), ("meta_net", 0.7 + 0.01 * i), ("target_only", 0.6)]
+        ]
+        (folder / "results.json").write_text(json.dumps(records))
+    assert len(sweep_records(str(tmp_path))) == 6
+    assert [p.rsplit("/", 1)[1] for p in make_plots(str(tmp_path))] == ["paired_differences.png"]

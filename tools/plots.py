@@ -9,7 +9,9 @@ Makes, from whatever the workdir holds:
 * ``weights_by_source.png`` (dialog, related examples from several sources): the mean learned weight of each
   kind of bot turn, one bar per source, one panel per weighted method;
 * ``accuracy_vs_target_dialogs.png`` (dialog) or ``accuracy_by_method.png`` (ideal): test accuracy,
-  mean ± std over seeds.
+  mean ± std over seeds;
+* ``paired_differences.png`` (a sweep's workdir, with ``profiles/<profile>/results.json``): each method's test
+  per-response difference to ``union`` on every profile, and its mean (``target_only`` left out: far below).
 """
 
 from __future__ import annotations
@@ -163,6 +165,43 @@ def weights_by_source(weights: dict, out: str) -> str | None:
     return _save(fig, os.path.join(out, "weights_by_source.png"))
 
 
+def paired_differences(records: list[dict], out: str) -> str | None:
+    """Per method, its test per-response difference to ``union`` (points) on each profile (one dot per profile)
+    and the mean over profiles (a bar); ``records`` hold every profile's runs (``target_set``)."""
+    union = {r["target_set"]: 100 * r["test_response_accuracy"] for r in records if r["method"] == "union"}
+    # target_only (no related data, some 9 points below) would squeeze the others' scale; the tables give it
+    methods = [m for m in dict.fromkeys(r["method"] for r in records) if m not in ("union", "target_only")]
+    if not union or not methods:
+        return None
+    profiles = sorted(union)
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(methods) + 1.5))
+    for i, method in enumerate(methods):
+        diffs = {
+            r["target_set"]: 100 * r["test_response_accuracy"] - union[r["target_set"]]
+            for r in records
+            if r["method"] == method and r["target_set"] in union
+        }
+        for j, p in enumerate(profiles):
+            if p in diffs:
+                ax.scatter(diffs[p], i, color=f"C{j}", s=22, label=p if i == 0 else None, zorder=3)
+        if diffs:
+            ax.barh(i, np.mean(list(diffs.values())), color="0.8", height=0.6, zorder=2)
+    ax.axvline(0.0, color="k", lw=0.8)
+    ax.set_yticks(range(len(methods)), methods)
+    ax.invert_yaxis()
+    ax.set_xlabel("test per-response accuracy minus union's (points); bar: mean over profiles")
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, os.path.join(out, "paired_differences.png"))
+
+
+def sweep_records(workdir: str) -> list[dict]:
+    """Every record under ``workdir/profiles/*/results.json`` (a sweep's profile runs)."""
+    folder = os.path.join(workdir, "profiles")
+    if not os.path.isdir(folder):
+        return []
+    return [r for p in sorted(os.listdir(folder)) for r in _load(os.path.join(folder, p, "results.json")) or []]
+
+
 def make_plots(workdir: str, out: str | None = None) -> list[str]:
     """Writes every figure the workdir's files allow; returns their paths."""
     out = out or os.path.join(workdir, "plots")
@@ -172,6 +211,7 @@ def make_plots(workdir: str, out: str | None = None) -> list[str]:
         weight_histograms(_load(os.path.join(workdir, "related_weights.json")) or {}, out),
         weights_over_training(_load(os.path.join(workdir, "metrics.jsonl")) or [], out),
         weights_by_source(_load(os.path.join(workdir, "related_weights.json")) or {}, out),
+        paired_differences(sweep_records(workdir), out),
     ]
     return [p for p in made if p]
 
