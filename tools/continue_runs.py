@@ -15,8 +15,8 @@ patience up to where the impatient one stopped. For every launcher workdir under
 
 Re-running the launcher (or the sweep) on ``NEW_DIR`` with ``--config.patience=P`` then resumes every run
 where it stopped and trains it on until ``P`` evaluations pass without improvement; records say where each
-run resumed (``resumed_from_step``). A run whose last checkpoint is not the step it stopped at is left out
-(it starts afresh). ``NEW_DIR``'s workdirs must not hold runs yet.
+run resumed (``resumed_from_step``). A run without a checkpoint at or before its stopping step is left out (it
+starts afresh). ``NEW_DIR``'s workdirs must not hold runs yet.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ import sys
 
 from absl import app, flags, logging
 
-from experiments.dialog.train import run_name
+from experiments.dialog.train import run_key, run_name
 from experiments.shared.cli import USER_ERRORS
 from experiments.shared.config import ConfigError
 from metadial.checkpoint import Checkpointer
-from metadial.io import atomic_write_json, atomic_write_text, read_json
+from metadial.io import atomic_write_text, read_json
 
 FLAGS = flags.FLAGS
 
@@ -45,19 +45,6 @@ def launcher_workdirs(source: str) -> list[str]:
         if "config.json" in files and "results.json" in files:
             found.append(os.path.relpath(folder, source))
     return sorted(found)
-
-
-def last_checkpoint_step(run_dir: str) -> int | None:
-    """The largest step folder of a run's checkpoint directory (``None`` if it has none)."""
-    if not os.path.isdir(run_dir):
-        return None
-    steps = [int(d) for d in os.listdir(run_dir) if d.isdigit()]
-    return max(steps) if steps else None
-
-
-def run_key(entry: dict) -> tuple:
-    """``(method, target_dialogs, seed)`` of a record or a metrics line."""
-    return entry.get("method"), entry.get("target_dialogs"), entry.get("seed")
 
 
 def upgrade_layout(tree: dict) -> dict:
@@ -75,9 +62,10 @@ def upgrade_layout(tree: dict) -> dict:
     return dict(tree, state=upgrade(tree["state"]), best=dict(tree["best"], state=upgrade(tree["best"]["state"])))
 
 
-def copy_checkpoint(src: str, dest: str, step: int) -> None:
-    """Copies the checkpoint of ``step`` from the checkpoint directory ``src`` to ``dest``, in today's layout."""
-    Checkpointer(dest).save(step, upgrade_layout(Checkpointer(src).restore(step)))
+def copy_checkpoint(src: Checkpointer, dest: str, step: int, info: dict) -> None:
+    """Copies the checkpoint of ``step`` from ``src`` to the checkpoint directory ``dest``, in today's layout,
+    with ``info`` saved beside it (see ``Checkpointer.save``)."""
+    Checkpointer(dest).save(step, upgrade_layout(src.restore(step)), info)
 
 
 def continue_workdir(source: str, dest: str, patience: int) -> list[str]:
@@ -100,17 +88,16 @@ def continue_workdir(source: str, dest: str, patience: int) -> list[str]:
     for record in read_json(os.path.join(source, "results.json")):
         name = run_name(record["method"], record["target_dialogs"], record["seed"])
         src_run = os.path.join(source, "checkpoints", name)
-        step = last_checkpoint_step(src_run)
-        if step is None or step > record["stopped_step"]:
+        src = Checkpointer(src_run) if os.path.isdir(src_run) else None
+        step = src.latest_step() if src is not None else None
+        if src is None or step is None or step > record["stopped_step"]:
             logging.warning(
                 "%s: no checkpoint at or before its stopping step %d; left out", name, record["stopped_step"]
             )
             continue
-        dest_run = os.path.join(dest, "checkpoints", name)
-        copy_checkpoint(src_run, dest_run, step)
         # the run's wall-clock up to the checkpoint: its record's, prorated when it stopped after the checkpoint
         seconds = round(record["wall_seconds"] * step / record["stopped_step"], 1)
-        atomic_write_json(os.path.join(dest_run, "info.json"), {"step": step, "info": {"seconds": seconds}})
+        copy_checkpoint(src, os.path.join(dest, "checkpoints", name), step, {"seconds": seconds})
         prepared.append(name)
         metrics_keys.append(run_key(record))
     metrics_path = os.path.join(source, "metrics.jsonl")

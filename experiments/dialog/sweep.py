@@ -97,12 +97,8 @@ STOP_TABLE_COLUMNS = [
 def late_dev_gain(metrics: list[dict], record: dict, evaluations: int) -> float | None:
     """How much a run's best dev score rose over its last ``evaluations`` evaluations (accuracy, a fraction),
     from its ``metrics.jsonl`` lines; ``None`` if it had no evaluation before those."""
-    key = (record["method"], record["target_dialogs"], record["seed"])
-    scores = [
-        (e["step"], e["dev_accuracy"])
-        for e in metrics
-        if (e.get("method"), e.get("target_dialogs"), e.get("seed")) == key and "dev_accuracy" in e
-    ]
+    key = train.run_key(record)
+    scores = [(e["step"], e["dev_accuracy"]) for e in metrics if train.run_key(e) == key and "dev_accuracy" in e]
     cut = record["stopped_step"] - evaluations * record["eval_every"]
     before = [score for step, score in scores if step <= cut]
     return max(score for _, score in scores) - max(before) if before else None
@@ -202,10 +198,10 @@ def finished_weights(workdir: str, runs: list[tuple[str, ml_collections.ConfigDi
         results_path = os.path.join(workdir, sub, "results.json")
         if not (os.path.exists(path) and os.path.exists(results_path)):
             continue
-        done = {(r["method"], r["target_dialogs"], r["seed"]) for r in read_json(results_path)}
+        done = {train.run_key(r) for r in read_json(results_path)}
         saved = read_json(path)
         part_runs, kinds = out.setdefault(sub.split(os.sep)[0], ([], []))
-        part_runs += [r for r in saved["runs"] if (r["method"], r["target_dialogs"], r["seed"]) in done]
+        part_runs += [r for r in saved["runs"] if train.run_key(r) in done]
         kinds[:] = kinds or [e["kind"] for e in saved["examples"]]
     return out
 

@@ -106,6 +106,11 @@ def run_name(method: str, size: int, seed: int) -> str:
     return f"{method}-{size}-seed{seed}"
 
 
+def run_key(entry: dict) -> tuple:
+    """``(method, target_dialogs, seed)``: which run a record, a weights entry or a metrics line belongs to."""
+    return entry.get("method"), entry.get("target_dialogs"), entry.get("seed")
+
+
 def run_one(
     program: DialogProgram, data: DialogData, seed: int, size: int, store: RunStore
 ) -> tuple[dict, np.ndarray | None]:
