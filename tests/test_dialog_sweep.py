@@ -36,8 +36,8 @@ def test_budget_hits_names_the_runs_that_used_the_whole_budget():
         {"method": "meta_net", "target_set": PROFILES[1], "seed": 0, "stopped_step": 1000, "train_steps": 1000},
     ]
     assert sweep.budget_hits(records) == (
-        "Early stopping ended 1 of 2 runs; these ran to the end of the budget, so they are not shown to have "
-        f"converged: meta_net ({PROFILES[1]}, seed 0).\n"
+        "Early stopping ended 1 of 2 runs; the other 1 ran to the end of the budget, so they are not shown to "
+        f"have converged: meta_net ({PROFILES[1]}, seed 0).\n"
     )
     assert sweep.budget_hits(records[:1]) == "Early stopping ended 1 of 1 runs.\n"
     assert sweep.budget_hits(records[1:]).startswith("Early stopping ended none of the 1 runs: each ran to the end")

@@ -121,7 +121,9 @@ def budget_hits(records: list[dict], evaluations: int = 0) -> str:
         )
     else:
         names = ", ".join(f"{r['method']} ({r['target_set']}, seed {r['seed']})" for r in full)
-        text += f"; these ran to the end of the budget, so they are not shown to have converged: {names}"
+        text += (
+            f"; the other {len(full)} ran to the end of the budget, so they are not shown to have converged: {names}"
+        )
     gains = [100 * r["late_dev_gain"] for r in full if r.get("late_dev_gain") is not None]
     if evaluations and gains:
         text += (
