@@ -18,6 +18,22 @@ def test_parts_are_checked_launcher_configs():
         sweep.part_configs(get_config(), ["nope"])
 
 
+def test_small_1000_has_its_own_epoch_cap_and_the_summary_says_so():
+    config = get_config()
+    (_, capped), (_, small_100) = sweep.part_configs(config, ["small_1000", "small_100"])
+    assert (capped.max_epochs, small_100.max_epochs, config.max_epochs) == (200, 1000, 1000)
+    assert sweep.part_configs(config, ["small_1000"], small_1000_max_epochs=0)[0][1].max_epochs == 1000
+    record = {"method": "union", "target_dialogs": 1000, "seed": 0, "test_response_accuracy": 0.8}
+    record.update(target_set="small", stopped_step=5, best_step=5, train_steps=5, eval_every=1)
+    text = sweep.summarize(
+        {"small_1000": [record], "small_100": [dict(record, target_dialogs=100)]},
+        config,
+        part_config={"small_1000": capped, "small_100": small_100},
+    )
+    assert "`small/`, 1000 target dialogs (at most 200 epochs of batch 32," in text
+    assert "`small/`, 100 target dialogs, mean ± std over seeds" in text  # the header's budget: not repeated
+
+
 def test_profile_tables_pair_each_method_with_union_per_profile():
     acc = {"union": [0.70, 0.72, 0.74], "meta_net": [0.71, 0.71, 0.76]}
     records = [
