@@ -24,6 +24,7 @@ def test_cells_run_meta_net_with_each_estimator_on_each_target():
         1,
     )
     assert (trajectory.trajectory_steps, trajectory.meta_learning_rate) == (50, estimators.TRAJECTORY_META_LR)
+    assert trajectory.meta_max_nonfinite == 10 and cells[0][2].meta_max_nonfinite == 0  # implicit: stops on NaN
     holdout = by_name[("female_elderly", "implicit-holdout")]
     assert (holdout.estimator, holdout.meta_holdout, holdout.meta_holdout_rotation) == ("implicit", 0.25, 100)
     with pytest.raises(ConfigError, match="--targets: nobody not known"):

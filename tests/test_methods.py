@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from experiments.ideal.configs.default import get_config
 from experiments.ideal.train import METHODS
 from experiments.shared import methods as m
 from experiments.shared.config import ConfigError, as_list, base_config, check_shared
+from experiments.shared.program import skipped_meta_updates
 from metadial import LearningToReweight, MetaReweighting, PlainTrainer, TableWeighting
 from metadial.estimators import Implicit, Lookahead
 from tests import tiny
@@ -69,3 +73,25 @@ def test_base_config_checks_name_the_field():
             bad.estimator = "implicit"
         with pytest.raises(ConfigError, match=message):
             check_shared(bad, ["union"])
+
+
+def test_a_non_finite_meta_gradient_is_skipped_only_when_the_config_allows_it():
+    config = get_config()
+    config.estimator, config.inner_steps, config.meta_max_nonfinite = "lookahead", 1, 3
+    trainer, weighting = METHODS["meta_table"].build(m.TrainerParts(tiny.loss_fn, config, 8, lambda: None))  # type: ignore[arg-type]
+    target, related, outer = tiny.make_batches()
+    poisoned = dict(outer, x=outer["x"].at[0, 0].set(jnp.nan))  # the outer loss, so the meta-gradient, is NaN
+    params = tiny.make_params(jax.random.key(1))
+    state = trainer.init(params, weighting.init(jax.random.key(2), related))
+    new, metrics = trainer.step(state, target, related, poisoned)
+    assert not np.isfinite(float(metrics["meta_grad_norm"]))
+    np.testing.assert_array_equal(new.weighting.meta_params, state.weighting.meta_params)  # update skipped
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(new.params))  # the model trained on
+    logged = skipped_meta_updates(new, metrics)
+    assert float(logged["meta_grad_norm"]) == 0.0 and int(logged["meta_skipped"]) == 4  # the batch's 4 rows
+    _, finite = trainer.step(new, target, related, outer)
+    assert int(skipped_meta_updates(new, finite)["meta_skipped"]) == 4 and float(finite["meta_grad_norm"]) > 0
+    config.meta_max_nonfinite = 0  # the default: the update is applied, so the run's non-finite guard stops it
+    trainer, _ = METHODS["meta_table"].build(m.TrainerParts(tiny.loss_fn, config, 8, lambda: None))  # type: ignore[arg-type]
+    bad, _ = trainer.step(trainer.init(params, weighting.init(jax.random.key(2), related)), target, related, poisoned)
+    assert not np.all(np.isfinite(np.asarray(bad.weighting.meta_params)))

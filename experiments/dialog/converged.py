@@ -34,7 +34,7 @@ import numpy as np
 from absl import flags
 
 from experiments.dialog import train
-from experiments.dialog.estimators import TRAJECTORY_META_LR, TRAJECTORY_STEPS
+from experiments.dialog.estimators import TRAJECTORY
 from experiments.dialog.sweep import STOP_TABLE_COLUMNS, profile_tables
 from experiments.shared.cli import report, run_launcher
 from experiments.shared.config import ConfigError, as_list
@@ -51,12 +51,7 @@ CELLS: dict[str, tuple[tuple[str, ...], dict]] = {
     "meta_net-implicit-weighted": (("meta_net",), dict(estimator="implicit", related_sampling="weighted")),
     "meta_net-trajectory": (
         ("meta_net",),
-        dict(
-            estimator="trajectory",
-            related_sampling="uniform",
-            trajectory_steps=TRAJECTORY_STEPS,
-            meta_learning_rate=TRAJECTORY_META_LR,
-        ),
+        dict(TRAJECTORY, related_sampling="uniform"),
     ),
 }
 ROW_NAMES = {

@@ -45,6 +45,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.mwnet_hidden = (100,)  # mwnet: hidden layers of Meta-Weight-Net's MLP on each example's loss (as published)
     c.mwnet_meta_learning_rate = 1e-3  # mwnet's MLP (Adam, the rate of Shu et al.)
     c.normalize_weights = True  # sum(w l) / sum(w) over the related batch; False: mean(w l)
+    # > 0: a meta update whose meta-gradient is not finite is skipped (optax.apply_if_finite; the weighting stays
+    # as it was, the metrics count it in meta_skipped), up to this many in a row; 0: the run stops on it
+    c.meta_max_nonfinite = 0
     # how the meta-gradient is estimated (metadial.estimators): "lookahead" (K simulated steps, below),
     # "implicit" (online implicit differentiation, SOBA: the hypergradient at the inner solution) or
     # "trajectory" (through the last trajectory_steps real steps; one meta update per segment)
@@ -123,6 +126,8 @@ def check_shared(config: ml_collections.ConfigDict, method_names: Sequence[str])
     )
     if config.seed < 0:
         raise ConfigError(f"config.seed must be >= 0, got {config.seed}")
+    if config.meta_max_nonfinite < 0:
+        raise ConfigError(f"config.meta_max_nonfinite must be >= 0 (0: stop on it), got {config.meta_max_nonfinite}")
     hidden = mwnet_hidden(config)
     if not hidden or min(hidden) <= 0:
         raise ConfigError(f"config.mwnet_hidden must be one or more positive layer sizes, got {config.mwnet_hidden}")

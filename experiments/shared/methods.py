@@ -62,13 +62,20 @@ def estimator(config: ml_collections.ConfigDict, remat: bool = False) -> Estimat
     return Lookahead(config.inner_steps, config.target_in_inner, config.fresh_inner_batches, remat)
 
 
+def meta_optimizer(config: ml_collections.ConfigDict, learning_rate: float) -> optax.GradientTransformation:
+    """Adam on the weighting's parameters; with ``config.meta_max_nonfinite``, an update whose meta-gradient is
+    not finite is skipped (up to that many in a row, ``optax.apply_if_finite``)."""
+    adam = optax.adam(learning_rate)
+    return optax.apply_if_finite(adam, config.meta_max_nonfinite) if config.meta_max_nonfinite else adam
+
+
 def _meta(parts: TrainerParts, weighting: Weighting, meta_learning_rate: float) -> tuple[Trainer, Weighting]:
     c = parts.config
     trainer = MetaReweighting(
         parts.loss_fn,
         weighting,
         model_optimizer(c),
-        optax.adam(meta_learning_rate),
+        meta_optimizer(c, meta_learning_rate),
         estimator=estimator(c, parts.remat),
         real_update="alternate" if c.separate_target_step else "joint",
         normalize=c.normalize_weights,

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from experiments.shared.methods import OUTER, RELATED, TARGET, Method, TrainerParts
 from metadial import sampling
@@ -228,4 +229,16 @@ class Program(abc.ABC):
             batches[OUTER] = self.batch_at(pools, TARGET, idx)
         elif OUTER in names:
             batches[OUTER] = first_target if c.outer_batch == "target" else self.batch(pools, TARGET, k_o)
-        return self.trainer.step(state, *(batches[n] for n in names))
+        state, metrics = self.trainer.step(state, *(batches[n] for n in names))
+        if c.meta_max_nonfinite and "meta_grad_norm" in metrics:
+            metrics = skipped_meta_updates(state, metrics)
+        return state, metrics
+
+
+def skipped_meta_updates(state: Any, metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """``metrics`` with ``meta_skipped``, the meta updates skipped so far for a non-finite meta-gradient (the
+    ``optax.apply_if_finite`` state's count), and ``meta_grad_norm`` 0 where this step's update was skipped, so
+    that the loop's non-finite guard stops a run only when the skips run out or the model itself diverges."""
+    norm = metrics["meta_grad_norm"]
+    skipped = jnp.sum(optax.tree_utils.tree_get(state, "total_notfinite"))
+    return {**metrics, "meta_grad_norm": jnp.where(jnp.isfinite(norm), norm, 0.0), "meta_skipped": skipped}

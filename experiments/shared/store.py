@@ -53,6 +53,7 @@ _ADDED_FIELDS = {
     "mwnet_meta_learning_rate": 1e-3,
     "related_sources": "babi",
     "related_profile_dialogs": 1000,
+    "meta_max_nonfinite": 0,
 }
 
 
