@@ -89,8 +89,9 @@ def test_a_non_finite_meta_gradient_is_skipped_only_when_the_config_allows_it():
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(new.params))  # the model trained on
     logged = skipped_meta_updates(new, metrics)
     assert float(logged["meta_grad_norm"]) == 0.0 and int(logged["meta_skipped"]) == 4  # the batch's 4 rows
-    _, finite = trainer.step(new, target, related, outer)
-    assert int(skipped_meta_updates(new, finite)["meta_skipped"]) == 4 and float(finite["meta_grad_norm"]) > 0
+    after, finite = trainer.step(new, target, related, outer)  # a finite meta-gradient is applied, not counted
+    assert int(skipped_meta_updates(after, finite)["meta_skipped"]) == 4 and float(finite["meta_grad_norm"]) > 0
+    assert tiny.trees_differ(after.weighting.meta_params, new.weighting.meta_params)
     config.meta_max_nonfinite = 0  # the default: the update is applied, so the run's non-finite guard stops it
     trainer, _ = METHODS["meta_table"].build(m.TrainerParts(tiny.loss_fn, config, 8, lambda: None))  # type: ignore[arg-type]
     bad, _ = trainer.step(trainer.init(params, weighting.init(jax.random.key(2), related)), target, related, poisoned)

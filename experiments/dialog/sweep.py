@@ -182,8 +182,8 @@ def summarize(
             text += train.kind_table(weight_runs, kinds)
     for part in ("small_100", "small_1000"):
         if results.get(part):
-            c = part_config.get(part, config)
-            budget = train.budget_text(c)
+            own = part_config.get(part, config)
+            budget = train.budget_text(own)
             budget = f" ({budget})" if budget != train.budget_text(config) else ""
             text += f"\n`small/`, {part.split('_')[1]} target dialogs{budget}, mean ± std over seeds:\n\n"
             text += summary_table(
@@ -191,7 +191,7 @@ def summarize(
                 ["method", "target_dialogs"],
                 [c for c in train.SUMMARY_COLUMNS if not c[0].endswith("dialog_accuracy")] + train.STOP_COLUMNS,
             )
-            text += "\n" + budget_hits(results[part], c.patience) + wall_clock(results[part])
+            text += "\n" + budget_hits(results[part], own.patience) + wall_clock(results[part])
     return text
 
 
