@@ -27,6 +27,9 @@ def test_cells_run_meta_net_with_each_estimator_on_each_target():
     assert trajectory.meta_max_nonfinite == 10 and cells[0][2].meta_max_nonfinite == 0  # implicit: stops on NaN
     holdout = by_name[("female_elderly", "implicit-holdout")]
     assert (holdout.estimator, holdout.meta_holdout, holdout.meta_holdout_rotation) == ("implicit", 0.25, 100)
+    held_out_trajectory = by_name[("small", "trajectory-holdout")]
+    assert (held_out_trajectory.estimator, held_out_trajectory.trajectory_steps) == ("trajectory", 50)
+    assert (held_out_trajectory.meta_holdout, held_out_trajectory.meta_max_nonfinite) == (0.25, 10)
     with pytest.raises(ConfigError, match="--targets: nobody not known"):
         estimators.cells(get_config(), ["nobody"])
 

@@ -14,7 +14,10 @@ def test_cells_cover_every_estimator_and_sampling_at_each_level():
         ("corrupt_75", "lookahead-uniform"),
         ("corrupt_75", "lookahead-weighted"),
     ]
-    assert len(cells) == 2 * (1 + 3 * 2 + 2 + 4) and names[-1] == ("corrupt_90", "implicit-weighted-holdout-rotating")
+    assert len(cells) == 2 * (1 + 3 * 2 + 2 + 6) and names[-1] == (
+        "corrupt_90",
+        "trajectory-uniform-lr-holdout-rotating",
+    )
     c = dict((name, config) for level, name, config in cells if level == "corrupt_90")["implicit-weighted"]
     assert (c.methods, c.estimator, c.related_sampling, c.corrupt_fraction) == (
         ("meta_net",),
@@ -25,6 +28,20 @@ def test_cells_cover_every_estimator_and_sampling_at_each_level():
     tuned = dict((name, config) for level, name, config in cells if level == "corrupt_75")["trajectory-uniform-lr"]
     assert (tuned.estimator, tuned.meta_learning_rate) == ("trajectory", estimators.TRAJECTORY_META_LR)
     assert estimators._row_name("trajectory-uniform-lr", "meta_net") == "meta_net, trajectory, uniform, meta lr 0.2"
+    held_out = dict((name, config) for level, name, config in cells if level == "corrupt_75")
+    held_out = held_out["trajectory-uniform-lr-holdout"]
+    assert (held_out.estimator, held_out.meta_learning_rate, held_out.meta_holdout, held_out.meta_holdout_rotation) == (
+        "trajectory",
+        estimators.TRAJECTORY_META_LR,
+        estimators.HOLDOUT,
+        0,
+    )
+    assert estimators._row_name("trajectory-uniform-lr-holdout-rotating", "meta_net") == (
+        "meta_net, trajectory, uniform, meta lr 0.2, outer loss on 25% held out (fold rotating every 100 steps)"
+    )
+    assert estimators._row_name("lookahead-uniform-holdout", "meta_net") == (
+        "meta_net, lookahead, uniform, outer loss on 25% held out (fixed fold)"
+    )
 
 
 def test_table_pairs_each_row_with_the_oracle():

@@ -13,8 +13,13 @@ five profiles; ``config.related_sources``). The rows:
   converged sweep's runs (``--sweep``, same config); with ``babi+profiles``, run here (``target_only`` does not
   use related data: its ``babi`` runs serve both tables);
 * ``mwnet`` (Meta-Weight-Net, the published one-step look-ahead);
-* ``meta_net (implicit, weighted)``: the estimator and sampling that won on the ideal task;
-* ``meta_net (trajectory)``: segments of ``TRAJECTORY_STEPS`` real steps (``experiments.dialog.estimators``).
+* ``meta_net (implicit, weighted, held out)``: the estimator and sampling that won on the ideal task;
+* ``meta_net (trajectory, held out)``: segments of ``TRAJECTORY_STEPS`` real steps (``experiments.dialog.estimators``).
+
+Both long-horizon rows take their outer loss on a quarter of the target dialogs held out in folds that rotate every
+``HOLDOUT_ROTATION`` steps (``experiments.dialog.estimators``): over a horizon of hundreds of steps, an outer loss on
+the very examples the model trains on rewards dropping the related data (the model then fits those examples best).
+The rotation lets the model train on every target dialog in turn.
 
 Each cell is an ordinary launcher workdir ``DIR/<related>/<profile>/<cell>``. ``DIR/results.json`` holds every
 record of the comparison (each with ``row`` and ``related_sources``); ``DIR/summary.md`` (and
@@ -34,7 +39,7 @@ import numpy as np
 from absl import flags
 
 from experiments.dialog import train
-from experiments.dialog.estimators import TRAJECTORY
+from experiments.dialog.estimators import HOLDOUT, HOLDOUT_ROTATION, TRAJECTORY
 from experiments.dialog.sweep import STOP_TABLE_COLUMNS, profile_tables
 from experiments.shared.cli import report, run_launcher
 from experiments.shared.config import ConfigError, as_list
@@ -45,19 +50,15 @@ from metadial.io import atomic_write_json, atomic_write_text, read_json
 SWEEP_METHODS = ("target_only", "union", "pretrain_finetune", "l2rw", "meta_net")  # the sweep's, reused for babi
 BASE_METHODS = ("union", "pretrain_finetune", "l2rw", "meta_net")  # run here with babi+profiles
 LOOKAHEAD = dict(estimator="lookahead", related_sampling="uniform")
+HELD_OUT = dict(meta_holdout=HOLDOUT, meta_holdout_rotation=HOLDOUT_ROTATION)  # the long-horizon rows' outer loss
 CELLS: dict[str, tuple[tuple[str, ...], dict]] = {
     "base": (BASE_METHODS, LOOKAHEAD),
     "mwnet": (("mwnet",), LOOKAHEAD),
-    "meta_net-implicit-weighted": (("meta_net",), dict(estimator="implicit", related_sampling="weighted")),
-    "meta_net-trajectory": (
+    "meta_net-implicit-weighted-holdout": (
         ("meta_net",),
-        dict(TRAJECTORY, related_sampling="uniform"),
+        dict(estimator="implicit", related_sampling="weighted", **HELD_OUT),
     ),
-}
-ROW_NAMES = {
-    ("meta_net", "lookahead"): "meta_net (lookahead)",
-    ("meta_net", "implicit"): "meta_net (implicit, weighted)",
-    ("meta_net", "trajectory"): "meta_net (trajectory)",
+    "meta_net-trajectory-holdout": (("meta_net",), dict(TRAJECTORY, related_sampling="uniform", **HELD_OUT)),
 }
 ROWS = [
     "target_only",
@@ -66,16 +67,21 @@ ROWS = [
     "l2rw",
     "mwnet",
     "meta_net (lookahead)",
-    "meta_net (implicit, weighted)",
-    "meta_net (trajectory)",
+    "meta_net (implicit, weighted, held out)",
+    "meta_net (trajectory, held out)",
 ]
 GOAL_POINTS = 3.0
 
 
 def row_name(record: dict) -> str:
-    """The table row of a record: the method, and for ``meta_net`` its estimator (records written before they
-    named one were made with the look-ahead)."""
-    return ROW_NAMES.get((record["method"], record.get("estimator") or "lookahead"), record["method"])
+    """The table row of a record: the method, and for ``meta_net`` its estimator, weighted sampling and held-out
+    outer loss where used (records written before they named an estimator were made with the look-ahead)."""
+    if record["method"] != "meta_net":
+        return record["method"]
+    details = [record.get("estimator") or "lookahead"]
+    details += ["weighted"] if record.get("related_sampling") == "weighted" else []
+    details += ["held out"] if record.get("meta_holdout") else []
+    return f"meta_net ({', '.join(details)})"
 
 
 def cells(

@@ -5,15 +5,15 @@ and without an outer loss on held-out target dialogs, against the converged swee
     python -m experiments.dialog.estimators --workdir=results/dialog_estimators \
         [--sweep=results/dialog_sweep] [--targets=female_elderly,small] [--config.FIELD=VALUE ...] [--summarize_only]
 
-Each cell is an ordinary, resumable launcher workdir ``DIR/<target>/<cell>`` running ``meta_net`` at 100
-target dialogs, seed 0: ``implicit`` (SOBA, the config's ``implicit_*`` settings), ``trajectory`` (segments
-of ``TRAJECTORY_STEPS`` real steps, meta learning rate ``TRAJECTORY_META_LR``: one meta update per segment, so
-a larger rate than the look-ahead's, as on the ideal task), and ``lookahead-holdout`` / ``implicit-holdout``
-(outer loss on a quarter of the target dialogs held out in folds that rotate every ``HOLDOUT_ROTATION`` steps,
-so the model trains on every dialog in turn). The reference rows come from the sweep's workdir
-(``profiles/<profile>`` and ``small_100/small``). ``DIR/summary.md`` holds, per target set: test per-response
-accuracy, the difference to ``union`` (same seed), when each run stopped and its wall-clock; the mean learned
-weight of each kind of related bot turn; and test accuracy per kind of target turn.
+Each cell is an ordinary, resumable launcher workdir ``DIR/<target>/<cell>`` running ``meta_net`` at 100 target
+dialogs, seed 0: ``implicit`` (SOBA, the config's ``implicit_*`` settings), ``trajectory`` (segments of
+``TRAJECTORY_STEPS`` real steps, meta learning rate ``TRAJECTORY_META_LR``: one meta update per segment, so a larger
+rate than the look-ahead's, as on the ideal task), and ``lookahead-holdout`` / ``implicit-holdout`` /
+``trajectory-holdout`` (outer loss on a quarter of the target dialogs held out in folds that rotate every
+``HOLDOUT_ROTATION`` steps, so the model trains on every dialog in turn). The reference rows come from the sweep's
+workdir (``profiles/<profile>`` and ``small_100/small``). ``DIR/summary.md`` holds, per target set: test
+per-response accuracy, the difference to ``union`` (same seed), when each run stopped and its wall-clock; the mean
+learned weight of each kind of related bot turn; and test accuracy per kind of target turn.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ CELLS: dict[str, dict] = {
     "trajectory": TRAJECTORY,
     "lookahead-holdout": dict(estimator="lookahead", meta_holdout=HOLDOUT, meta_holdout_rotation=HOLDOUT_ROTATION),
     "implicit-holdout": dict(estimator="implicit", meta_holdout=HOLDOUT, meta_holdout_rotation=HOLDOUT_ROTATION),
+    "trajectory-holdout": dict(TRAJECTORY, meta_holdout=HOLDOUT, meta_holdout_rotation=HOLDOUT_ROTATION),
 }
 # the sweep's rows: its meta_net is the look-ahead with uniform sampling and no held-out fold
 REFERENCE_ROWS = {"union": "union", "meta_net": "meta_net, lookahead"}

@@ -12,10 +12,11 @@ estimators make ``TRAJECTORY_STEPS``. The rate comes from pilots at 75 %: with w
 0.01, 0.1, 0.3, 0.5 and 1.0 gave 70, 83, 86, 86 and 46 %; over 5 seeds, 0.5 left 3 of 10 runs at the
 ``union`` level (the weighting network's output saturated at weight 1 for every example within the first 500
 steps, so its meta-gradient was exactly 0 from then on), and 0.2 (uniform sampling) none: 85-87 %.
-The ``...-holdout`` cells take the outer loss on a held-out quarter of the target data (``meta_holdout``): a fixed
-fold the model never trains on, or a fold that rotates every ``HOLDOUT_ROTATION`` steps. ``DIR/summary.md`` holds test
-accuracy (mean ± std over seeds) per cell and level, each cell's seed-to-seed spread relative to the oracle's,
-and the paired difference to the oracle. What each estimator costs per step is measured by
+The ``...-holdout`` cells (of the best cell of each estimator) take the outer loss on a held-out quarter of the
+target data (``meta_holdout``): a fixed fold the model never trains on, or a fold that rotates every
+``HOLDOUT_ROTATION`` steps. ``DIR/summary.md`` holds test accuracy (mean ± std over seeds) per cell and level, each
+cell's seed-to-seed spread relative to the oracle's, and the paired difference to the oracle. What each estimator
+costs per step is measured by
 ``python -m experiments.ideal.bench`` (``bench.json``, ``estimators``).
 """
 
@@ -68,15 +69,27 @@ def cells(config: ml_collections.ConfigDict) -> list[tuple[str, str, ml_collecti
             )
             for s in RELATED_SAMPLING
         ]
-        for e, s in (("lookahead", "uniform"), ("implicit", "weighted")):
+        held_out = [  # the held-out variants of the best cell of each estimator
+            ("lookahead-uniform", dict(estimator="lookahead", related_sampling="uniform")),
+            ("implicit-weighted", dict(estimator="implicit", related_sampling="weighted")),
+            (
+                "trajectory-uniform-lr",
+                dict(
+                    estimator="trajectory",
+                    related_sampling="uniform",
+                    trajectory_steps=TRAJECTORY_STEPS,
+                    meta_learning_rate=TRAJECTORY_META_LR,
+                ),
+            ),
+        ]
+        for base, changes in held_out:
             for suffix, rotation in (("holdout", 0), ("holdout-rotating", HOLDOUT_ROTATION)):
                 variants.append(
                     (
-                        f"{e}-{s}-{suffix}",
+                        f"{base}-{suffix}",
                         dict(
+                            changes,
                             methods=("meta_net",),
-                            estimator=e,
-                            related_sampling=s,
                             meta_holdout=HOLDOUT,
                             meta_holdout_rotation=rotation,
                         ),
@@ -93,12 +106,12 @@ def cells(config: ml_collections.ConfigDict) -> list[tuple[str, str, ml_collecti
 def _row_name(name: str, method: str) -> str:
     if name == "baselines":
         return method
-    parts = name.split("-")
+    parts = name.split("-")  # <estimator>-<sampling>[-lr][-holdout[-rotating]]
     text = f"meta_net, {parts[0]}, {parts[1]}"
-    if parts[2:] == ["lr"]:
-        return text + f", meta lr {TRAJECTORY_META_LR}"
-    if len(parts) > 2:
-        rotation = f"fold rotating every {HOLDOUT_ROTATION} steps" if len(parts) > 3 else "fixed fold"
+    if "lr" in parts:
+        text += f", meta lr {TRAJECTORY_META_LR}"
+    if "holdout" in parts:
+        rotation = f"fold rotating every {HOLDOUT_ROTATION} steps" if "rotating" in parts else "fixed fold"
         text += f", outer loss on {HOLDOUT:.0%} held out ({rotation})"
     return text
 
