@@ -42,7 +42,8 @@ def test_summary_pairs_each_cell_with_the_sweeps_union_and_averages_weights_by_k
             examples = [{"kind": k} for k in ("ask_slot", "ask_slot", "greeting")]
             (folder / "related_weights.json").write_text(json.dumps({"examples": examples, "runs": weights}))
 
-    rec = lambda method, acc, seed=0: {
+    rec = lambda method, acc, seed=0, **kinds: {
+        **({"test_accuracy_by_kind": kinds} if kinds else {}),
         "method": method,
         "seed": seed,
         "target_dialogs": 100,
@@ -55,14 +56,26 @@ def test_summary_pairs_each_cell_with_the_sweeps_union_and_averages_weights_by_k
     sweep = tmp_path / "sweep"
     write(
         sweep / "profiles" / "female_elderly",
-        [rec("target_only", 0.6), rec("union", 0.75), rec("meta_net", 0.76), rec("union", 0.9, seed=1)],
+        [
+            rec("target_only", 0.6),
+            rec("union", 0.75, ask_slot=0.9, greeting=1.0),
+            rec("meta_net", 0.76, ask_slot=0.95, greeting=1.0),
+            rec("union", 0.9, seed=1),
+        ],
         weights("meta_net", [0.2, 0.4, 0.9]),
     )
     write(tmp_path / "out" / "female_elderly" / "implicit", [rec("meta_net", 0.78)], weights("meta_net", [1, 1, 0]))
-    text = estimators.summarize(estimators.load(str(tmp_path / "out"), str(sweep), ["female_elderly"]), get_config())
+    loaded = estimators.load(str(tmp_path / "out"), str(sweep), ["female_elderly"])
+    text = estimators.summarize(loaded, get_config())
     assert "target_only" not in text
     assert "| union | 1 | 75.0 | 0.0 | 10 | 20 | 5 |" in text
     assert "| meta_net, lookahead | 1 | 76.0 | 1.0 |" in text
     assert "| meta_net, implicit | 1 | 78.0 | 3.0 |" in text
     assert "| meta_net, lookahead | 1 | 0.30 | 0.90 |" in text  # ask_slot mean of 0.2 and 0.4, greeting 0.9
     assert "| meta_net, implicit | 1 | 1.00 | 0.00 |" in text
+    weights, differences = estimators.by_kind(*loaded["female_elderly"])
+    assert weights["meta_net, implicit"] == {"ask_slot": 1.0, "greeting": 0.0}
+    assert differences == {"meta_net, lookahead": pytest.approx({"ask_slot": 5.0, "greeting": 0.0})}
+    assert [p.rsplit("/", 1)[1] for p in estimators.figures(loaded, str(tmp_path / "plots"))] == [
+        "female_elderly_by_kind.png"
+    ]

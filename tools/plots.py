@@ -165,6 +165,27 @@ def weights_by_source(weights: dict, out: str) -> str | None:
     return _save(fig, os.path.join(out, "weights_by_source.png"))
 
 
+def grouped_kind_bars(panels: list[tuple[str, str, dict[str, dict[str, float]]]], path: str) -> str | None:
+    """One panel per ``(title, y label, {row: {kind: value}})``: a group of bars per kind of bot turn, one bar per
+    row (e.g. mean learned weights, or accuracy differences, of several methods side by side)."""
+    panels = [p for p in panels if p[2]]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 3.2 * len(panels)), squeeze=False)
+    for ax, (title, ylabel, rows) in zip(axes[:, 0], panels):
+        kinds = sorted({k for values in rows.values() for k in values})
+        width = 0.8 / len(rows)
+        for i, (row, values) in enumerate(rows.items()):
+            x = np.arange(len(kinds)) + (i - (len(rows) - 1) / 2) * width
+            ax.bar(x, [values.get(k, np.nan) for k in kinds], width, label=row, color=f"C{i}")
+        ax.axhline(0.0, color="k", lw=0.6)
+        ax.set_xticks(np.arange(len(kinds)), kinds, rotation=30, ha="right", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save(fig, path)
+
+
 def paired_differences(records: list[dict], out: str) -> str | None:
     """Per method, its test per-response difference to ``union`` (points) on each profile (one dot per profile)
     and the mean over profiles (a bar); ``records`` hold every profile's runs (``target_set``)."""

@@ -14,6 +14,7 @@ rate than the look-ahead's, as on the ideal task), and ``lookahead-holdout`` / `
 workdir (``profiles/<profile>`` and ``small_100/small``). ``DIR/summary.md`` holds, per target set: test
 per-response accuracy, the difference to ``union`` (same seed), when each run stopped and its wall-clock; the mean
 learned weight of each kind of related bot turn; and test accuracy per kind of target turn.
+``DIR/plots/<target>_by_kind.png`` shows the per-kind weights and each row's per-kind accuracy minus ``union``'s.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from experiments.shared.config import ConfigError, as_list
 from experiments.shared.tables import summary_table
 from metadial.data.dialog_tasks import PROFILES
 from metadial.io import atomic_write_text, read_json
+from tools import plots
 
 TRAJECTORY_STEPS = 50
 TRAJECTORY_META_LR = 0.02  # 20x the look-ahead's 1e-3: one meta update per 50 real steps
@@ -148,6 +150,37 @@ def summarize(loaded: dict[str, tuple[list[dict], list[dict], list[str]]], confi
     return text
 
 
+def by_kind(records: list[dict], runs: list[dict], kinds: list[str]) -> tuple[dict, dict]:
+    """``({row: {kind: mean learned weight}}, {row: {kind: test accuracy minus union's, points}})`` of one target
+    set's records, weight runs and related example kinds (``union`` itself has no difference row)."""
+    weights = {w["row"]: train.mean_by_kind(w["weights"], kinds) for w in runs} if kinds else {}
+    accuracy = {r["row"]: r["test_accuracy_by_kind"] for r in records if "test_accuracy_by_kind" in r}
+    union = accuracy.pop("union", None)
+    if union is None:
+        return weights, {}
+    return weights, {
+        row: {k: 100 * (v - union[k]) for k, v in acc.items() if k in union} for row, acc in accuracy.items()
+    }
+
+
+def figures(loaded: dict[str, tuple[list[dict], list[dict], list[str]]], out: str) -> list[str]:
+    """Per target set, ``out/<target>_by_kind.png``: the mean learned weight of each kind of related bot turn per
+    row, and each row's test accuracy per kind of target turn minus ``union``'s (points)."""
+    paths = []
+    for target, (records, runs, kinds) in loaded.items():
+        weights, differences = by_kind(records, runs, kinds)
+        os.makedirs(out, exist_ok=True)
+        path = plots.grouped_kind_bars(
+            [
+                (f"{target}: related examples, mean learned weight by kind of bot turn", "mean weight", weights),
+                (f"{target}: test accuracy by kind of target turn, minus union's", "points", differences),
+            ],
+            os.path.join(out, f"{target}_by_kind.png"),
+        )
+        paths += [path] if path else []
+    return paths
+
+
 def run(
     config: ml_collections.ConfigDict, workdir: str, sweep: str, targets: list[str], summarize_only: bool = False
 ) -> str:
@@ -159,9 +192,10 @@ def run(
         for target, name, c in todo:
             train.run(c, os.path.join(workdir, target, name))
             atomic_write_text(path, summarize(load(workdir, sweep, targets), config))
-    text = summarize(load(workdir, sweep, targets), config)
+    loaded = load(workdir, sweep, targets)
+    text = summarize(loaded, config)
     atomic_write_text(path, text)
-    report([path], text)
+    report([path, *figures(loaded, os.path.join(workdir, "plots"))], text)
     return text
 
 
