@@ -2,6 +2,7 @@
 
 from metadial.models.mlp import MLPScorer
 from metadial.steps import (
+    FrozenWeighting,
     LearningToReweight,
     MetaReweighting,
     MetaState,
@@ -14,6 +15,7 @@ from metadial.steps import (
 from metadial.weighting import MetaWeightNet, NetWeighting, TableWeighting, Weighting
 
 __all__ = [
+    "FrozenWeighting",
     "LearningToReweight",
     "MLPScorer",
     "MetaReweighting",

@@ -311,6 +311,57 @@ class MetaReweighting:
         return jax.jit(self.step)
 
 
+class FrozenWeightingState(flax.struct.PyTreeNode):
+    """Model parameters and optimizer state, and the weighting's parameters (held fixed)."""
+
+    step: jax.Array
+    params: PyTree
+    opt_state: PyTree
+    meta_params: PyTree
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenWeighting:
+    """Training with a weighting that no longer learns: each step is :meth:`MetaReweighting.model_update` with
+    the related batch's weights under fixed ``meta_params`` (the weights a meta run learned). Used for a final
+    fit of a fresh model on all the target data after a meta run whose outer loss held part of it out.
+
+    ``FrozenWeighting.of(trainer)`` takes a :class:`MetaReweighting`'s loss, weighting, optimizer, real update
+    and normalisation, so the weighted objective is the one the meta run trained its model on.
+    """
+
+    meta: MetaReweighting
+
+    @classmethod
+    def of(cls, trainer: MetaReweighting) -> FrozenWeighting:
+        if not isinstance(trainer, MetaReweighting):
+            raise TypeError(f"FrozenWeighting.of needs a MetaReweighting trainer, got {type(trainer).__name__}")
+        return cls(trainer)
+
+    steps_per_call = 1  # model updates per call of ``step``
+
+    def init(self, params: PyTree, meta_params: PyTree) -> FrozenWeightingState:
+        return FrozenWeightingState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=self.meta.optimizer.init(params),
+            meta_params=meta_params,
+        )
+
+    def step(
+        self, state: FrozenWeightingState, target_batch: Batch, related_batch: Batch
+    ) -> tuple[FrozenWeightingState, dict[str, jax.Array]]:
+        weights = jax.lax.stop_gradient(self.meta.weights(state.params, state.meta_params, related_batch))
+        params, opt_state, loss = self.meta.model_update(
+            state.params, state.opt_state, weights, target_batch, related_batch
+        )
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return new_state, {"train_loss": loss, "mean_weight": jnp.mean(weights)}
+
+    def jit_step(self) -> Callable:
+        return jax.jit(self.step)
+
+
 @dataclasses.dataclass(frozen=True)
 class LearningToReweight:
     """Learning to reweight (Ren et al., 2018): fresh weights every step, no persistent meta-parameters.

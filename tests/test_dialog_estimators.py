@@ -73,6 +73,13 @@ def test_summary_pairs_each_cell_with_the_sweeps_union_and_averages_weights_by_k
     assert "| meta_net, implicit | 1 | 78.0 | 3.0 |" in text
     assert "| meta_net, lookahead | 1 | 0.30 | 0.90 |" in text  # ask_slot mean of 0.2 and 0.4, greeting 0.9
     assert "| meta_net, implicit | 1 | 1.00 | 0.00 |" in text
+    refit = rec("meta_net", 0.77) | {"before_refit": {"test_response_accuracy": 0.74}}
+    write(tmp_path / "out" / "female_elderly" / "implicit-holdout-refit", [refit])
+    with_refit = estimators.summarize(
+        estimators.load(str(tmp_path / "out"), str(sweep), ["female_elderly"]), get_config()
+    )
+    assert "| meta_net, implicit-holdout-refit | 1 | 77.0 | 2.0 | 74.0 | 10 | 20 | 5 |" in with_refit
+    assert "| union | 1 | 75.0 | 0.0 | – | 10 | 20 | 5 |" in with_refit
     weights, differences = estimators.by_kind(*loaded["female_elderly"])
     assert weights["meta_net, implicit"] == {"ask_slot": 1.0, "greeting": 0.0}
     assert differences == {"meta_net, lookahead": pytest.approx({"ask_slot": 5.0, "greeting": 0.0})}

@@ -123,6 +123,19 @@ def test_estimators_sampling_and_holdout_run_in_the_dialog_launcher(tmp_path, es
     assert steps == [2, 4]
 
 
+def test_final_fit_after_a_held_out_meta_run_in_the_dialog_launcher(tmp_path):
+    """meta_holdout_refit: after the meta run with a fixed held-out fold, a final fit of a fresh model with the
+    learned weighting fixed; the record gives its scores and the meta run's under ``before_refit``."""
+    config = smoke_config(methods=("meta_net",), meta_holdout=0.5, meta_holdout_refit=True, tensorboard=False)
+    train.run(config, str(tmp_path))
+    (record,) = json.loads((tmp_path / "results.json").read_text())
+    before = record["before_refit"]
+    assert 0.0 <= before["test_response_accuracy"] <= 1.0 and before["stopped_step"] == 4
+    assert record["stopped_step"] == record["train_steps"] == 4
+    methods = {json.loads(line)["method"] for line in open(tmp_path / "metrics.jsonl")}
+    assert methods == {"meta_net", "meta_net-refit"}
+
+
 def test_meta_weight_net_runs_in_the_dialog_launcher_and_records_its_weights(tmp_path):
     """mwnet (weights from each related example's current loss) trains, evaluates and writes a weight per related
     example."""

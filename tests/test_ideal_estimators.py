@@ -14,10 +14,7 @@ def test_cells_cover_every_estimator_and_sampling_at_each_level():
         ("corrupt_75", "lookahead-uniform"),
         ("corrupt_75", "lookahead-weighted"),
     ]
-    assert len(cells) == 2 * (1 + 3 * 2 + 2 + 6) and names[-1] == (
-        "corrupt_90",
-        "trajectory-uniform-lr-holdout-rotating",
-    )
+    assert len(cells) == 2 * (1 + 3 * 2 + 2 + 9) and names[-1] == ("corrupt_90", "trajectory-uniform-lr-holdout-refit")
     c = dict((name, config) for level, name, config in cells if level == "corrupt_90")["implicit-weighted"]
     assert (c.methods, c.estimator, c.related_sampling, c.corrupt_fraction) == (
         ("meta_net",),
@@ -38,6 +35,13 @@ def test_cells_cover_every_estimator_and_sampling_at_each_level():
     )
     assert estimators._row_name("trajectory-uniform-lr-holdout-rotating", "meta_net") == (
         "meta_net, trajectory, uniform, meta lr 0.2, outer loss on 25% held out (fold rotating every 100 steps)"
+    )
+    refit = dict((name, config) for level, name, config in cells if level == "corrupt_90")[
+        "implicit-weighted-holdout-refit"
+    ]
+    assert (refit.meta_holdout, refit.meta_holdout_rotation, refit.meta_holdout_refit) == (estimators.HOLDOUT, 0, True)
+    assert estimators._row_name("implicit-weighted-holdout-refit", "meta_net") == (
+        "meta_net, implicit, weighted, outer loss on 25% held out (fixed fold), then a final fit on all of it"
     )
     assert estimators._row_name("lookahead-uniform-holdout", "meta_net") == (
         "meta_net, lookahead, uniform, outer loss on 25% held out (fixed fold)"

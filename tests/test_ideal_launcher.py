@@ -90,3 +90,21 @@ def test_published_ideal_table_matches_results_json():
     assert summary == ideal.summarize(records, get_config())
     assert published_block((ROOT / "README.md").read_text(), "ideal") == summary.strip("\n")
     assert sorted({r["seed"] for r in records}) == [0, 1, 2, 3, 4]
+
+
+def test_final_fit_after_a_held_out_meta_run(tmp_path):
+    """meta_holdout_refit: the meta run (outer loss on a fixed held-out fold) is followed by a final fit with the
+    learned weighting fixed; the record's accuracy is the final fit's, ``before_refit`` the meta run's, and the
+    final fit has its own checkpoints and metrics lines (so resuming one never touches the other's)."""
+    config = tiny_config(methods=("meta_net",), meta_holdout=0.25, meta_holdout_refit=True, tensorboard=False)
+    (record,) = ideal.run(config, str(tmp_path))
+    assert 0.0 <= record["before_refit"]["test_accuracy"] <= 1.0 and 0.0 <= record["test_accuracy"] <= 1.0
+    assert record["meta_holdout"] == 0.25
+    lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert {(e["method"], e["step"]) for e in lines} == {
+        (m, s) for m in ("meta_net", "meta_net-refit") for s in (10, 20, 30)
+    }
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["meta_net-refit-seed0", "meta_net-seed0"]
+    assert ideal.run(config, str(tmp_path)) == [record]  # a finished run is not redone
+    with pytest.raises(ideal.ConfigError, match="meta_holdout_refit refits on the data a held-out fold kept back"):
+        ideal.run(tiny_config(methods=("meta_net",), meta_holdout_refit=True), None)

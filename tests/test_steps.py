@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from metadial import (
+    FrozenWeighting,
     LearningToReweight,
     MetaReweighting,
     MLPScorer,
@@ -148,3 +149,40 @@ def test_alternate_real_update_is_a_related_update_then_a_target_update():
     tiny.assert_trees_close((new_state.params, new_state.opt_state), (expected, opt_state))
     tiny.assert_trees_close(new_state.meta_params, after_related.meta_params, rtol=1e-6, atol=0)
     assert tiny.trees_differ(expected, after_related.params)
+
+
+def test_frozen_weighting_trains_on_the_weighted_loss_and_leaves_the_weights_alone():
+    """A final-fit step is one optax update on the mean target loss plus the related losses weighted by the fixed
+    table weights, normalised (written out here); the weighting's parameters do not move; it traces once."""
+    traces = []
+
+    def counting_loss(params, batch):
+        traces.append(1)
+        return tiny.loss_fn(params, batch)
+
+    optimizer = optax.adam(0.1)
+    meta = MetaReweighting(counting_loss, TableWeighting(tiny.NUM_RELATED), optimizer, optax.sgd(0.5), normalize=True)
+    frozen = FrozenWeighting.of(meta)
+    target, related, _ = tiny.make_batches()
+    logits = jnp.linspace(-2.0, 2.0, tiny.NUM_RELATED)
+    params = tiny.make_params(jax.random.key(0))
+    state = frozen.init(params, logits)
+    step = frozen.jit_step()
+    new_state, metrics = step(state, target, related)
+
+    def expected_loss(p):
+        w = jax.nn.sigmoid(logits[related["id"]])
+        related_losses = tiny.loss_fn(p, related)
+        return jnp.mean(tiny.loss_fn(p, target)) + jnp.sum(w * related_losses) / jnp.sum(w)
+
+    loss, grads = jax.value_and_grad(expected_loss)(params)
+    updates, opt_state = optimizer.update(grads, optimizer.init(params), params)
+    tiny.assert_trees_close((new_state.params, new_state.opt_state), (optax.apply_updates(params, updates), opt_state))
+    assert float(metrics["train_loss"]) == pytest.approx(float(loss), rel=1e-6)
+    np.testing.assert_array_equal(np.asarray(new_state.meta_params), np.asarray(logits))
+    after_first = len(traces)
+    for seed in range(1, 4):
+        new_state, _ = step(new_state, *tiny.make_batches(seed)[:2])
+    assert len(traces) == after_first and int(new_state.step) == 4
+    with pytest.raises(TypeError, match="needs a MetaReweighting"):
+        FrozenWeighting.of(PlainTrainer(tiny.loss_fn, optimizer))

@@ -8,12 +8,14 @@ and without an outer loss on held-out target dialogs, against the converged swee
 Each cell is an ordinary, resumable launcher workdir ``DIR/<target>/<cell>`` running ``meta_net`` at 100 target
 dialogs, seed 0: ``implicit`` (SOBA, the config's ``implicit_*`` settings), ``trajectory`` (segments of
 ``TRAJECTORY_STEPS`` real steps, meta learning rate ``TRAJECTORY_META_LR``: one meta update per segment, so a larger
-rate than the look-ahead's, as on the ideal task), and ``lookahead-holdout`` / ``implicit-holdout`` /
+rate than the look-ahead's, as on the ideal task), ``lookahead-holdout`` / ``implicit-holdout`` /
 ``trajectory-holdout`` (outer loss on a quarter of the target dialogs held out in folds that rotate every
-``HOLDOUT_ROTATION`` steps, so the model trains on every dialog in turn). The reference rows come from the sweep's
-workdir (``profiles/<profile>`` and ``small_100/small``). ``DIR/summary.md`` holds, per target set: test
-per-response accuracy, the difference to ``union`` (same seed), when each run stopped and its wall-clock; the mean
-learned weight of each kind of related bot turn; and test accuracy per kind of target turn.
+``HOLDOUT_ROTATION`` steps, so the model trains on every dialog in turn), and ``<estimator>-holdout-refit`` (a fixed
+held-out fold, then a final fit of a fresh model on all the target dialogs with the learned weighting held fixed;
+``meta_holdout_refit``). The reference rows come from the sweep's workdir (``profiles/<profile>`` and
+``small_100/small``). ``DIR/summary.md`` holds, per target set: test per-response accuracy, the difference to
+``union`` (same seed), when each run stopped and its wall-clock; the mean learned weight of each kind of related bot
+turn; and test accuracy per kind of target turn.
 ``DIR/plots/<target>_by_kind.png`` shows the per-kind weights and each row's per-kind accuracy minus ``union``'s.
 """
 
@@ -45,6 +47,7 @@ TRAJECTORY = dict(
     meta_max_nonfinite=TRAJECTORY_MAX_NONFINITE,
 )
 HOLDOUT, HOLDOUT_ROTATION = 0.25, 100
+FIXED_FOLD_AND_REFIT = dict(meta_holdout=HOLDOUT, meta_holdout_rotation=0, meta_holdout_refit=True)
 SEED, TARGET_DIALOGS = 0, 100
 
 CELLS: dict[str, dict] = {
@@ -53,6 +56,11 @@ CELLS: dict[str, dict] = {
     "lookahead-holdout": dict(estimator="lookahead", meta_holdout=HOLDOUT, meta_holdout_rotation=HOLDOUT_ROTATION),
     "implicit-holdout": dict(estimator="implicit", meta_holdout=HOLDOUT, meta_holdout_rotation=HOLDOUT_ROTATION),
     "trajectory-holdout": dict(TRAJECTORY, meta_holdout=HOLDOUT, meta_holdout_rotation=HOLDOUT_ROTATION),
+    # a fixed fold that the meta run's model never sees, then a final fit on all the target dialogs with the learned
+    # weighting held fixed: late in a run the model fits a rotating fold within the steps it trains on it
+    "lookahead-holdout-refit": dict(estimator="lookahead", **FIXED_FOLD_AND_REFIT),
+    "implicit-holdout-refit": dict(estimator="implicit", **FIXED_FOLD_AND_REFIT),
+    "trajectory-holdout-refit": dict(TRAJECTORY, **FIXED_FOLD_AND_REFIT),
 }
 # the sweep's rows: its meta_net is the look-ahead with uniform sampling and no held-out fold
 REFERENCE_ROWS = {"union": "union", "meta_net": "meta_net, lookahead"}
@@ -138,6 +146,10 @@ def summarize(loaded: dict[str, tuple[list[dict], list[dict], list[str]]], confi
             ("stopped_step", "stopped at step", 1.0, 0),
             ("wall_seconds", "seconds", 1.0, 0),
         ]
+        if any("before_refit" in r for r in records):
+            for r in records:
+                r["before_refit_test"] = (r.get("before_refit") or {}).get("test_response_accuracy")
+            columns.insert(2, ("before_refit_test", "meta run before the final fit (%)", 100.0, 1))
         text += summary_table([r for r in records if r["delta_union"] is not None or not union], ["row"], columns)
         if runs and kinds:
             names = sorted(set(kinds))

@@ -12,6 +12,7 @@ import numpy as np
 
 from experiments.dialog.data import DialogData, EvalSet
 from experiments.shared import methods as m
+from experiments.shared.methods import Method
 from experiments.shared.program import Batch, Pools, Program
 from metadial.data.dialog_batches import SHARED_KEYS, Pool, gather_batch
 from metadial.models.memn2n import MemN2N, MemoryGate, pool_embeddings, predict, response_loss_fn
@@ -34,14 +35,16 @@ class DialogProgram(Program):
 
     shared_keys = SHARED_KEYS
 
-    def __init__(self, name: str, config: ml_collections.ConfigDict, data: DialogData):
+    def __init__(self, name: str, config: ml_collections.ConfigDict, data: DialogData, method: Method | None = None):
+        self.data = data
         corpus = data.corpus
         self.memory_size = min(config.memory_size, corpus.max_sentences)
         self.model = MemN2N(len(corpus.vocab), config.embedding_size, config.hops, config.target_projection)
         weight_net = lambda: NetWeighting(
             MemoryGate(len(corpus.vocab), config.gate_embedding_size), lambda b: (b["memory"], b["texts"], b["query"])
         )
-        super().__init__(name, METHODS[name], config, response_loss_fn(self.model), data.num_related, weight_net)
+        method = method or METHODS[name]
+        super().__init__(name, method, config, response_loss_fn(self.model), data.num_related, weight_net)
         check_batch_size(config.eval_batch_size, self.mesh, "eval_batch_size")
         self.batch_weights = jax.jit(self._batch_weights)  # built once: a jit made per call would recompile
         self.pool_embeddings = jax.jit(
@@ -50,6 +53,9 @@ class DialogProgram(Program):
         self.predict = jax.jit(
             lambda params, pool, idx, embeddings: predict(self.model, params, self.gather(pool, idx), embeddings)
         )
+
+    def with_method(self, name: str, method: Method) -> DialogProgram:
+        return DialogProgram(name, self.config, self.data, method)
 
     def gather(self, pool: Pool, idx: jax.Array) -> Batch:
         """Examples ``idx`` of ``pool``, sharded over the mesh (the candidate set replicated)."""

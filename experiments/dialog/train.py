@@ -14,6 +14,7 @@ import dataclasses
 import math
 import os
 import time
+from typing import Any
 
 import jax
 import ml_collections
@@ -24,10 +25,12 @@ from experiments.dialog.data import DialogData, load_data
 from experiments.dialog.program import METHODS, DialogProgram, accuracies
 from experiments.shared.cli import report
 from experiments.shared.config import ConfigError, as_list, check_choices, check_positive, check_shared, seeds
+from experiments.shared.methods import TARGET
+from experiments.shared.program import Pools
 from experiments.shared.store import RunStore
 from experiments.shared.tables import summary_table
 from metadial.data.dialog_tasks import RELATED_SOURCES, TARGET_SETS
-from metadial.loop import train_loop
+from metadial.loop import LoopResult, train_loop
 from metadial.parallel import replicate
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
@@ -111,23 +114,19 @@ def run_key(entry: dict) -> tuple:
     return entry.get("method"), entry.get("target_dialogs"), entry.get("seed")
 
 
-def run_one(
-    program: DialogProgram, data: DialogData, seed: int, size: int, store: RunStore
-) -> tuple[dict, np.ndarray | None]:
-    """Trains one (method, size, seed) with dev model selection (resuming from its checkpoint if any);
-    returns its record and the related examples' weights. ``data`` is on the program's mesh."""
+def _fit(
+    program: DialogProgram, data: DialogData, pools: Pools, state: Any, size: int, seed: int, store: RunStore
+) -> tuple[LoopResult, Budget]:
+    """``program``'s training loop from ``state`` on ``pools`` (target training set of ``size`` dialogs), with dev
+    model selection under the budget rule, resuming from the run's checkpoint if any; and the budget."""
     c = program.config
-    target_train = data.target_train(size, seed)
-    budget = Budget.of(c, int(target_train["answer"].shape[0]), program.steps_per_call)
-    pools = data.train_pools(replicate(target_train, program.mesh))
-    k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
+    budget = Budget.of(c, program.pool_size(pools, TARGET), program.steps_per_call)
     name = run_name(program.name, size, seed)
     logging.info("%s: %s", name, budget.describe(program.method.first_phase_steps(budget.train_steps, c)))
-    start = time.time()
     result = train_loop(
         program.step_fn(pools, budget.train_steps, seed),
-        replicate(program.init(k_init, pools), program.mesh),
-        k_train,
+        state,
+        jax.random.split(jax.random.key(seed), 3)[1],
         num_steps=budget.train_steps,
         name=name,
         log_every=c.log_every or budget.eval_every,
@@ -145,11 +144,50 @@ def run_one(
         log_metrics=(lambda state: program.kind_means(state, pools, data)) if program.method.meta else None,
         steps_per_call=program.steps_per_call,
     )
-    best_state = result.best_state
-    logging.info("%s: test and OOV evaluation of the step-%d parameters (best dev)", name, result.best_step)
-    test_correct = program.correct(best_state.params, data.test)
+    return result, budget
+
+
+def _scores(program: DialogProgram, data: DialogData, result: LoopResult) -> dict:
+    """Test, OOV and dev accuracy of a run's best-dev parameters, and when it stopped."""
+    test_correct = program.correct(result.best_state.params, data.test)
     test = accuracies(test_correct, data.test)
-    oov = program.evaluate(best_state.params, data.oov)
+    oov = program.evaluate(result.best_state.params, data.oov)
+    return {
+        "test_response_accuracy": test[0],
+        "test_dialog_accuracy": test[1],
+        "oov_response_accuracy": oov[0],
+        "oov_dialog_accuracy": oov[1],
+        "dev_response_accuracy": result.best_score,
+        "best_step": result.best_step,
+        "stopped_step": result.stopped_step,
+        "test_accuracy_by_kind": mean_by_kind(test_correct, data.test.kinds),
+    }
+
+
+def run_one(
+    program: DialogProgram, data: DialogData, seed: int, size: int, store: RunStore
+) -> tuple[dict, np.ndarray | None]:
+    """Trains one (method, size, seed) with dev model selection (resuming from its checkpoint if any);
+    returns its record and the related examples' weights. ``data`` is on the program's mesh. With
+    ``config.meta_holdout_refit``, a final fit follows (``run_name(...)`` of ``<method>-refit``): a fresh model
+    (same initial parameters) on all the target data and the related data, weighted by the learned weighting
+    held fixed; the record then gives the final fit's scores and, under ``before_refit``, the meta run's."""
+    c = program.config
+    pools = data.train_pools(replicate(data.target_train(size, seed), program.mesh))
+    k_init, _, k_eval = jax.random.split(jax.random.key(seed), 3)
+    start = time.time()
+    result, budget = _fit(program, data, pools, replicate(program.init(k_init, pools), program.mesh), size, seed, store)
+    carried = result.carried_seconds
+    logging.info("%s: test and OOV evaluation of the step-%d parameters (best dev)", program.name, result.best_step)
+    scores = _scores(program, data, result)
+    weights = program.related_weights(result.best_state, k_eval, pools, data.num_related)
+    before_refit = None
+    if program.refits:
+        refit = program.refit_program()
+        state = refit.init(k_init, pools).replace(meta_params=result.best_state.meta_params)
+        result, budget = _fit(refit, data, pools, replicate(state, program.mesh), size, seed, store)
+        carried += result.carried_seconds
+        before_refit, scores = scores, _scores(refit, data, result)
     record = {
         "method": program.name,
         "seed": seed,
@@ -159,21 +197,15 @@ def run_one(
         "estimator": c.estimator if program.method.meta else None,
         "related_sampling": c.related_sampling if program.method.meta else None,
         "meta_holdout": c.meta_holdout if program.takes_outer_batch else None,
-        "test_response_accuracy": test[0],
-        "test_dialog_accuracy": test[1],
-        "oov_response_accuracy": oov[0],
-        "oov_dialog_accuracy": oov[1],
-        "dev_response_accuracy": result.best_score,
+        **scores,
         "train_steps": budget.train_steps,
         "eval_every": budget.eval_every,
-        "best_step": result.best_step,
-        "stopped_step": result.stopped_step,
         "resumed_from_step": result.resumed_from,
-        "test_accuracy_by_kind": mean_by_kind(test_correct, data.test.kinds),
     }
-    weights = program.related_weights(best_state, k_eval, pools, data.num_related)
+    if program.refits:
+        record["before_refit"] = before_refit
     # the wall-clock of the whole run: a resumed run adds what it had spent up to its checkpoint
-    record["wall_seconds"] = round(time.time() - start + result.carried_seconds, 1)
+    record["wall_seconds"] = round(time.time() - start + carried, 1)
     return record, weights
 
 

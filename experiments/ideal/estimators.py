@@ -13,11 +13,12 @@ estimators make ``TRAJECTORY_STEPS``. The rate comes from pilots at 75 %: with w
 ``union`` level (the weighting network's output saturated at weight 1 for every example within the first 500
 steps, so its meta-gradient was exactly 0 from then on), and 0.2 (uniform sampling) none: 85-87 %.
 The ``...-holdout`` cells (of the best cell of each estimator) take the outer loss on a held-out quarter of the
-target data (``meta_holdout``): a fixed fold the model never trains on, or a fold that rotates every
-``HOLDOUT_ROTATION`` steps. ``DIR/summary.md`` holds test accuracy (mean ± std over seeds) per cell and level, each
-cell's seed-to-seed spread relative to the oracle's, and the paired difference to the oracle. What each estimator
-costs per step is measured by
-``python -m experiments.ideal.bench`` (``bench.json``, ``estimators``).
+target data (``meta_holdout``): a fixed fold the model never trains on, that fold followed by a final fit
+(``-refit``: a fresh model trained on all the target data with the learned weighting held fixed,
+``meta_holdout_refit``), or a fold that rotates every ``HOLDOUT_ROTATION`` steps. ``DIR/summary.md`` holds test
+accuracy (mean ± std over seeds) per cell and level, each cell's seed-to-seed spread relative to the oracle's, and
+the paired difference to the oracle. What each estimator costs per step is measured by ``python -m
+experiments.ideal.bench`` (``bench.json``, ``estimators``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ CORRUPT_FRACTIONS = (0.75, 0.9)
 TRAJECTORY_STEPS = 20
 TRAJECTORY_META_LR = 0.2  # the trajectory cells' meta learning rate when tuned (one meta update per segment)
 HOLDOUT, HOLDOUT_ROTATION = 0.25, 100  # the held-out cells: a quarter of the target data, fixed or rotating
+# (cell suffix, rotation, final fit): a fixed fold, a rotating fold, a fixed fold and then a final fit on all the
+# target data with the learned weighting held fixed
+HOLDOUT_VARIANTS = (("holdout", 0, False), ("holdout-rotating", HOLDOUT_ROTATION, False), ("holdout-refit", 0, True))
 
 
 def cells(config: ml_collections.ConfigDict) -> list[tuple[str, str, ml_collections.ConfigDict]]:
@@ -83,7 +87,7 @@ def cells(config: ml_collections.ConfigDict) -> list[tuple[str, str, ml_collecti
             ),
         ]
         for base, changes in held_out:
-            for suffix, rotation in (("holdout", 0), ("holdout-rotating", HOLDOUT_ROTATION)):
+            for suffix, rotation, refit in HOLDOUT_VARIANTS:
                 variants.append(
                     (
                         f"{base}-{suffix}",
@@ -92,6 +96,7 @@ def cells(config: ml_collections.ConfigDict) -> list[tuple[str, str, ml_collecti
                             methods=("meta_net",),
                             meta_holdout=HOLDOUT,
                             meta_holdout_rotation=rotation,
+                            meta_holdout_refit=refit,
                         ),
                     )
                 )
@@ -106,13 +111,15 @@ def cells(config: ml_collections.ConfigDict) -> list[tuple[str, str, ml_collecti
 def _row_name(name: str, method: str) -> str:
     if name == "baselines":
         return method
-    parts = name.split("-")  # <estimator>-<sampling>[-lr][-holdout[-rotating]]
+    parts = name.split("-")  # <estimator>-<sampling>[-lr][-holdout[-rotating|-refit]]
     text = f"meta_net, {parts[0]}, {parts[1]}"
     if "lr" in parts:
         text += f", meta lr {TRAJECTORY_META_LR}"
     if "holdout" in parts:
         rotation = f"fold rotating every {HOLDOUT_ROTATION} steps" if "rotating" in parts else "fixed fold"
         text += f", outer loss on {HOLDOUT:.0%} held out ({rotation})"
+    if "refit" in parts:
+        text += ", then a final fit on all of it"
     return text
 
 

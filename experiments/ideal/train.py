@@ -28,7 +28,7 @@ from experiments.shared.program import Batch, Pools, Program
 from experiments.shared.store import RunStore
 from experiments.shared.tables import summary_table
 from metadial.data.ideal import CORRUPTIONS, IdealTask, make_ideal_task
-from metadial.loop import train_loop
+from metadial.loop import LoopResult, train_loop
 from metadial.metrics import roc_auc
 from metadial.models.mlp import MLPClassifier, MLPScorer, accuracy, classification_loss_fn
 from metadial.parallel import check_batch_size, replicate, shard_batch
@@ -116,13 +116,16 @@ class IdealData:
 class IdealProgram(Program):
     """The MLP classifier's training step for one method."""
 
-    def __init__(self, name: str, config: ml_collections.ConfigDict, remat: bool = False):
+    def __init__(
+        self, name: str, config: ml_collections.ConfigDict, remat: bool = False, method: m.Method | None = None
+    ):
+        self.remat = remat
         self.module = MLPClassifier(config.num_classes, tuple(config.hidden_sizes))
         self.inputs_fn = model_inputs(config)
         weight_net = lambda: NetWeighting(MLPScorer(tuple(config.weight_net_hidden)), weight_net_inputs(config))
         super().__init__(
             name,
-            METHODS[name],
+            method or METHODS[name],
             config,
             classification_loss_fn(self.module, self.inputs_fn),
             config.num_related,
@@ -132,6 +135,9 @@ class IdealProgram(Program):
         check_batch_size(config.related_batch_size, self.mesh, "related_batch_size")
         if self.method.weights == "recomputed":  # built once: a jit made per call would recompile per seed
             self.l2rw_weights = jax.jit(self.trainer.example_weights)
+
+    def with_method(self, name: str, method: m.Method) -> IdealProgram:
+        return IdealProgram(name, self.config, self.remat, method)
 
     def batch_size(self, pool: str) -> int:
         return self.config.batch_size if pool == "target" else self.config.related_batch_size
@@ -191,20 +197,14 @@ def run_name(method: str, seed: int) -> str:
     return f"{method}-seed{seed}"
 
 
-def run_one(
-    program: IdealProgram, task: IdealTask, seed: int, store: RunStore
-) -> tuple[dict[str, Any], np.ndarray | None]:
-    """Trains one method on one seed's task (resuming from its checkpoint if any); returns its record and
-    the learned weights of the related examples (None for unweighted methods)."""
+def _fit(program: IdealProgram, pools: Pools, state: Any, seed: int, store: RunStore) -> LoopResult:
+    """``program``'s training loop from ``state`` (``config.train_steps`` steps), resuming from its checkpoint."""
     c = program.config
-    data = IdealData.from_task(task)
-    pools = data.replicated_pools(program)
-    k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
     name = run_name(program.name, seed)
-    result = train_loop(
+    return train_loop(
         program.step_fn(pools, c.train_steps, seed),
-        replicate(program.init(k_init, pools), program.mesh),
-        k_train,
+        state,
+        jax.random.split(jax.random.key(seed), 3)[1],
         num_steps=c.train_steps,
         name=name,
         log_every=c.log_every,
@@ -214,8 +214,31 @@ def run_one(
         log_metrics=(lambda state: program.weight_means(state, pools)) if program.method.meta else None,
         steps_per_call=program.steps_per_call,
     )
+
+
+def run_one(
+    program: IdealProgram, task: IdealTask, seed: int, store: RunStore
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Trains one method on one seed's task (resuming from its checkpoint if any); returns its record and
+    the learned weights of the related examples (None for unweighted methods). With
+    ``config.meta_holdout_refit``, a final fit follows (``<method>-refit``): a fresh model (same initial
+    parameters) on all the target data and the related data, weighted by the learned weighting held fixed; the
+    record's test accuracy is then the final fit's, ``before_refit`` the meta run's."""
+    c = program.config
+    data = IdealData.from_task(task)
+    pools = data.replicated_pools(program)
+    k_init, _, k_eval = jax.random.split(jax.random.key(seed), 3)
+    test_accuracy = lambda p, state: float(accuracy(p.module, state.params, p.inputs_fn(data.test), data.test["y"]))
+    result = _fit(program, pools, replicate(program.init(k_init, pools), program.mesh), seed, store)
     state = result.state
-    test_acc = float(accuracy(program.module, state.params, program.inputs_fn(data.test), data.test["y"]))
+    weights = program.related_weights(state, k_eval, pools)
+    test_acc = test_accuracy(program, state)
+    before_refit = None
+    if program.refits:
+        refit = program.refit_program()
+        fresh = refit.init(k_init, pools).replace(meta_params=state.meta_params)
+        before_refit = {"test_accuracy": test_acc}
+        test_acc = test_accuracy(refit, _fit(refit, pools, replicate(fresh, program.mesh), seed, store).state)
     record = {
         "method": program.name,
         "seed": seed,
@@ -228,7 +251,8 @@ def run_one(
         "mean_weight_corrupted": None,
         "resumed_from_step": result.resumed_from,
     }
-    weights = program.related_weights(state, k_eval, pools)
+    if program.refits:
+        record["before_refit"] = before_refit
     if weights is not None:
         correct = task.related["correct"]
         record["weight_auc"] = roc_auc(weights, correct)

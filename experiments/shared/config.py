@@ -66,6 +66,10 @@ def base_config() -> ml_collections.ConfigDict:
     # The held-out fold rotates every meta_holdout_rotation steps (0: never, so the model never sees it)
     c.meta_holdout = 0.0
     c.meta_holdout_rotation = 0
+    # after a meta method's run with a held-out fold: a final fit of a fresh model on all the target data and the
+    # related data, weighted by the learned weighting held fixed; the record is the final fit's (``before_refit``
+    # keeps the meta run's)
+    c.meta_holdout_refit = False
     c.inner_steps = 1  # K simulated steps of the look-ahead
     c.target_in_inner = True  # the simulated step also sees the target batch
     c.fresh_inner_batches = False  # True: the K simulated steps each draw new batches (a longer horizon)
@@ -158,6 +162,10 @@ def check_shared(config: ml_collections.ConfigDict, method_names: Sequence[str])
         raise ConfigError(
             f"config.meta_holdout must be in [0, 1) and config.meta_holdout_rotation >= 0, got "
             f"{config.meta_holdout}, {config.meta_holdout_rotation}"
+        )
+    if config.meta_holdout_refit and config.meta_holdout == 0:
+        raise ConfigError(
+            "config.meta_holdout_refit refits on the data a held-out fold kept back; set meta_holdout > 0"
         )
     if config.meta_holdout > 0 and config.outer_batch == "target":
         raise ConfigError("config.meta_holdout > 0 draws the outer batch from held-out data; set outer_batch='fresh'")

@@ -16,7 +16,7 @@ import optax
 
 from experiments.shared.config import mwnet_hidden
 from metadial.estimators import Estimator, Implicit, Lookahead, Trajectory
-from metadial.steps import LearningToReweight, MetaReweighting, PlainTrainer
+from metadial.steps import FrozenWeighting, LearningToReweight, MetaReweighting, PlainTrainer
 from metadial.weighting import MetaWeightNet, TableWeighting, Weighting
 
 TARGET, RELATED, OUTER = "target", "related", "outer"  # the batches a step can take
@@ -133,6 +133,20 @@ class Method:
     def step_batches(self, phase: str) -> tuple[str, ...]:
         """The batches the step takes in ``phase``."""
         return self.finetune_batches if phase == "finetune" else self.batches
+
+
+def refit(method: Method) -> Method:
+    """The final fit after a meta method's run (``config.meta_holdout_refit``): a fresh model trained on the target
+    batches (all the target data) and the related batches, weighted by the meta method's weighting with the
+    parameters its run learned, held fixed (``metadial.steps.FrozenWeighting``)."""
+    if not method.meta:
+        raise ValueError("only a method with learned weights has a final fit")
+
+    def build(parts: TrainerParts) -> tuple[Trainer, Weighting | None]:
+        trainer, weighting = method.build(parts)
+        return FrozenWeighting.of(trainer), weighting
+
+    return Method(build, (TARGET, RELATED), related_pool=method.related_pool)
 
 
 # The rows both experiments share.

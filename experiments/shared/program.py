@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from experiments.shared.methods import OUTER, RELATED, TARGET, Method, TrainerParts
+from experiments.shared.methods import OUTER, RELATED, TARGET, Method, TrainerParts, refit
 from metadial import sampling
 from metadial.holdout import Folds, draw_from_fold, fold_at, target_folds
 from metadial.parallel import check_batch_size, data_mesh, replicate, shard_batch
@@ -134,6 +134,22 @@ class Program(abc.ABC):
     def holds_out(self) -> bool:
         """Whether the outer loss uses held-out target folds (``config.meta_holdout > 0``, methods with one)."""
         return self.config.meta_holdout > 0 and self.takes_outer_batch
+
+    @property
+    def refits(self) -> bool:
+        """Whether a run ends with a final fit on all the target data (``config.meta_holdout_refit``: meta methods
+        whose outer loss held a fold out)."""
+        return bool(self.config.meta_holdout_refit) and self.holds_out and self.method.meta
+
+    def refit_program(self) -> Program:
+        """The program of this method's final fit (``experiments.shared.methods.refit``), built once."""
+        if getattr(self, "_refit", None) is None:
+            self._refit = self.with_method(f"{self.name}-refit", refit(self.method))
+        return self._refit
+
+    @abc.abstractmethod
+    def with_method(self, name: str, method: Method) -> Program:
+        """A program of the same experiment (model, data) for ``method``, named ``name``."""
 
     def target_batch(self, pools: Pools, key: jax.Array, holdout: tuple[Folds, jax.Array] | None) -> Batch:
         """A target batch for the model: from all target examples, or from the current fold's training part."""

@@ -49,6 +49,7 @@ _ADDED_FIELDS = {
     "sampling_every": 100,
     "meta_holdout": 0.0,
     "meta_holdout_rotation": 0,
+    "meta_holdout_refit": False,
     "mwnet_hidden": [100],
     "mwnet_meta_learning_rate": 1e-3,
     "related_sources": "babi",
