@@ -27,10 +27,10 @@ def test_cells_reuse_the_sweep_for_babi_and_run_every_row_for_the_second_source(
         (100,),
         1,
     )
-    implicit = by_name[("babi", "female_young", "meta_net-implicit-weighted-holdout")]
+    implicit = by_name[("babi", "female_young", "meta_net-implicit-weighted-holdout-refit")]
     assert (implicit.estimator, implicit.related_sampling) == ("implicit", "weighted")
-    for held_out in (implicit, by_name[("babi+profiles", "male_young", "meta_net-trajectory-holdout")]):
-        assert (held_out.meta_holdout, held_out.meta_holdout_rotation) == (0.25, 100)
+    for held_out in (implicit, by_name[("babi+profiles", "male_young", "meta_net-trajectory-holdout-refit")]):
+        assert (held_out.meta_holdout, held_out.meta_holdout_rotation, held_out.meta_holdout_refit) == (0.25, 0, True)
     assert implicit.checkpoint_every % implicit.sampling_every == 0
     assert by_name[("babi", "female_young", "mwnet")].methods == ("mwnet",)
     with pytest.raises(ConfigError, match="--related: books not known"):
@@ -42,8 +42,11 @@ def test_rows_name_the_estimator_and_old_records_are_the_lookahead():
     implicit = {"method": "meta_net", "estimator": "implicit", "related_sampling": "weighted", "meta_holdout": 0.25}
     assert converged.row_name(implicit) == "meta_net (implicit, weighted, held out)"
     assert converged.row_name(dict(implicit, meta_holdout=0.0)) == "meta_net (implicit, weighted)"
+    refit = dict(implicit, before_refit={"test_response_accuracy": 0.7})
+    assert converged.row_name(refit) == "meta_net (implicit, weighted, held out, final fit)" in converged.ROWS
     trajectory = {"method": "meta_net", "estimator": "trajectory", "related_sampling": "uniform", "meta_holdout": 0.25}
-    assert converged.row_name(trajectory) == "meta_net (trajectory, held out)" in converged.ROWS
+    trajectory["before_refit"] = {"test_response_accuracy": 0.7}
+    assert converged.row_name(trajectory) == "meta_net (trajectory, held out, final fit)" in converged.ROWS
     assert converged.row_name({"method": "union", "estimator": None}) == "union"
 
 
@@ -54,14 +57,16 @@ def test_goal_needs_every_profile_three_points_above_union():
             out += [
                 {"row": "union", "target_set": p, "test_response_accuracy": 0.70},
                 {
-                    "row": "meta_net (implicit, weighted, held out)",
+                    "row": "meta_net (implicit, weighted, held out, final fit)",
                     "target_set": p,
                     "test_response_accuracy": 0.70 + d / 100,
                 },
             ]
         return out
 
-    assert ": met. Best: `meta_net (implicit, weighted, held out)`, +3.50" in converged.goal_text(records([3.5] * 6))
+    assert ": met. Best: `meta_net (implicit, weighted, held out, final fit)`, +3.50" in converged.goal_text(
+        records([3.5] * 6)
+    )
     assert ": not met." in converged.goal_text(records([6.0] * 5 + [2.0]))  # one profile below 3
     assert ": not met." in converged.goal_text(records([4.0] * 5))  # only 5 of 6 profiles
     assert "not yet measurable" in converged.goal_text([])
