@@ -26,6 +26,9 @@ IDEAL = [
     "--config.methods=pretrain_finetune,meta_table",
     # the default implicit estimator and weighted sampling, its probabilities refreshed at every checkpoint
     "--config.sampling_every=25",
+    # meta_table's outer loss on a held-out fold, then a final fit (a kill may land in either)
+    "--config.meta_holdout=0.25",
+    "--config.meta_holdout_refit=True",
 ]
 DIALOG = [
     "-m",
