@@ -49,6 +49,7 @@ class Program(abc.ABC):
         check_batch_size(config.batch_size, self.mesh)
         self.steps_per_call: int = self.trainer.steps_per_call  # model updates per call of train_step
         self.train_step = jax.jit(self._train_step, static_argnames="phase")
+        self._refit: Program | None = None  # the final fit's program, built when first needed
 
     @abc.abstractmethod
     def batch_at(self, pools: Pools, pool: str, idx: jax.Array) -> Batch:
@@ -143,7 +144,7 @@ class Program(abc.ABC):
 
     def refit_program(self) -> Program:
         """The program of this method's final fit (``experiments.shared.methods.refit``), built once."""
-        if getattr(self, "_refit", None) is None:
+        if self._refit is None:
             self._refit = self.with_method(f"{self.name}-refit", refit(self.method))
         return self._refit
 
