@@ -14,7 +14,8 @@ from experiments.shared.config import ConfigError
 def test_cells_run_meta_net_with_each_estimator_on_each_target():
     cells = estimators.cells(get_config(), ["female_elderly", "small"])
     assert [(t, n) for t, n, _ in cells][:2] == [("female_elderly", "implicit"), ("female_elderly", "trajectory")]
-    assert len(cells) == 2 * len(estimators.CELLS)
+    assert len(cells) == 2 * len(estimators.CELLS) - len(estimators.PROFILE_ONLY_CELLS)
+    assert ("small", "implicit-holdout") not in [(t, n) for t, n, _ in cells]
     by_name = {(t, n): c for t, n, c in cells}
     trajectory = by_name[("small", "trajectory")]
     assert (trajectory.methods, trajectory.target_set, trajectory.target_dialogs, trajectory.num_seeds) == (
@@ -27,9 +28,11 @@ def test_cells_run_meta_net_with_each_estimator_on_each_target():
     assert trajectory.meta_max_nonfinite == 10 and cells[0][2].meta_max_nonfinite == 0  # implicit: stops on NaN
     holdout = by_name[("female_elderly", "implicit-holdout")]
     assert (holdout.estimator, holdout.meta_holdout, holdout.meta_holdout_rotation) == ("implicit", 0.25, 100)
-    held_out_trajectory = by_name[("small", "trajectory-holdout")]
+    held_out_trajectory = by_name[("female_elderly", "trajectory-holdout")]
     assert (held_out_trajectory.estimator, held_out_trajectory.trajectory_steps) == ("trajectory", 50)
     assert (held_out_trajectory.meta_holdout, held_out_trajectory.meta_max_nonfinite) == (0.25, 10)
+    refit = by_name[("small", "trajectory-holdout-refit")]
+    assert (refit.meta_holdout, refit.meta_holdout_rotation, refit.meta_holdout_refit) == (0.25, 0, True)
     with pytest.raises(ConfigError, match="--targets: nobody not known"):
         estimators.cells(get_config(), ["nobody"])
 

@@ -12,10 +12,10 @@ rate than the look-ahead's, as on the ideal task), ``lookahead-holdout`` / ``imp
 ``trajectory-holdout`` (outer loss on a quarter of the target dialogs held out in folds that rotate every
 ``HOLDOUT_ROTATION`` steps, so the model trains on every dialog in turn), and ``<estimator>-holdout-refit`` (a fixed
 held-out fold, then a final fit of a fresh model on all the target dialogs with the learned weighting held fixed;
-``meta_holdout_refit``). The reference rows come from the sweep's workdir (``profiles/<profile>`` and
-``small_100/small``). ``DIR/summary.md`` holds, per target set: test per-response accuracy, the difference to
-``union`` (same seed), when each run stopped and its wall-clock; the mean learned weight of each kind of related bot
-turn; and test accuracy per kind of target turn.
+``meta_holdout_refit``; on ``small/`` only these and the first two). The reference rows come from the sweep's
+workdir (``profiles/<profile>`` and ``small_100/small``). ``DIR/summary.md`` holds, per target set: test
+per-response accuracy, the difference to ``union`` (same seed), when each run stopped and its wall-clock; the mean
+learned weight of each kind of related bot turn; and test accuracy per kind of target turn.
 ``DIR/plots/<target>_by_kind.png`` shows the per-kind weights and each row's per-kind accuracy minus ``union``'s.
 """
 
@@ -62,6 +62,9 @@ CELLS: dict[str, dict] = {
     "implicit-holdout-refit": dict(estimator="implicit", **FIXED_FOLD_AND_REFIT),
     "trajectory-holdout-refit": dict(TRAJECTORY, **FIXED_FOLD_AND_REFIT),
 }
+# cells run on female_elderly only: there a rotating fold proved no hold-out at this horizon (the model fits each
+# fold within the steps it trains on it; the outer loss on it falls to about 1e-6), so small/ has the other cells
+PROFILE_ONLY_CELLS = ("lookahead-holdout", "implicit-holdout", "trajectory-holdout")
 # the sweep's rows: its meta_net is the look-ahead with uniform sampling and no held-out fold
 REFERENCE_ROWS = {"union": "union", "meta_net": "meta_net, lookahead"}
 
@@ -81,6 +84,8 @@ def cells(config: ml_collections.ConfigDict, targets: list[str]) -> list[tuple[s
     out = []
     for target in targets:
         for name, changes in CELLS.items():
+            if target == "small" and name in PROFILE_ONLY_CELLS:
+                continue
             c = copy.deepcopy(config)
             c.update(
                 dict(changes, methods=("meta_net",), target_set=target, target_dialogs=(TARGET_DIALOGS,), num_seeds=1)
