@@ -124,6 +124,11 @@ def test_estimators_sampling_and_holdout_run_in_the_dialog_launcher(tmp_path, es
     lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [e["step"] for e in lines if e["method"] == "meta_net"] == [2, 4]
     if holdout:
+        from tools.heldout_losses import heldout_losses
+
+        losses = heldout_losses(str(tmp_path), "meta_net-3-seed0")  # where the held-out loss comes from
+        assert sum(k["share_of_held_out_loss"] for k in losses["kinds"].values()) == pytest.approx(1.0)
+        assert 0 < sum(k["held_out"] for k in losses["kinds"].values()) == losses["held_out"] < losses["examples"]
         assert 0.0 <= record["before_refit"]["test_response_accuracy"] <= 1.0
         assert record["before_refit"]["stopped_step"] == 4
         assert [e["step"] for e in lines if e["method"] == "meta_net-refit"] == [2, 4]
