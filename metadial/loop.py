@@ -24,7 +24,11 @@ from metadial.checkpoint import Checkpointer
 
 
 class NonFiniteError(FloatingPointError):
-    """A loss or metric became NaN or infinite."""
+    """A loss or metric became NaN or infinite; ``step`` is the step at which it was found."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
 @dataclasses.dataclass
@@ -84,7 +88,8 @@ def check_finite(values: dict[str, float], step: int, where: str) -> None:
     if bad:
         raise NonFiniteError(
             f"{where}: non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} at step {step}; "
-            f"the last good checkpoint (if any) is kept"
+            f"the last good checkpoint (if any) is kept",
+            step,
         )
 
 
@@ -261,7 +266,8 @@ def train_loop(
         if saving and checkpointer is not None:
             if not tree_is_finite(state):
                 raise NonFiniteError(
-                    f"{name}: the state holds non-finite values at step {s}; the last good checkpoint (if any) is kept"
+                    f"{name}: the state holds non-finite values at step {s}; the last good checkpoint (if any) is kept",
+                    s,
                 )
             checkpointer.save(s, {"state": state, "best": best}, {"seconds": carried + time.time() - t_start})
         other_seconds, num_other = other_seconds + time.time() - t_other, num_other + 1

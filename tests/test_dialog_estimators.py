@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -89,3 +90,30 @@ def test_summary_pairs_each_cell_with_the_sweeps_union_and_averages_weights_by_k
     assert [p.rsplit("/", 1)[1] for p in estimators.figures(loaded, str(tmp_path / "plots"))] == [
         "female_elderly_by_kind.png"
     ]
+
+
+def test_a_diverging_cell_is_recorded_and_does_not_stop_the_others(tmp_path, monkeypatch):
+    """A cell whose run hits non-finite values gets ``diverged.json`` (its step), the later cells still run, the
+    summary says so, and a re-run does not train it again."""
+    from metadial.loop import NonFiniteError
+
+    calls = []
+
+    def fake_run(config, workdir):
+        calls.append(os.path.basename(workdir))
+        if workdir.endswith("implicit"):
+            raise NonFiniteError("meta_net-100-seed0: non-finite train_loss=nan at step 7", 7)
+
+    monkeypatch.setattr(estimators.train, "run", fake_run)
+    sweep = tmp_path / "sweep" / "profiles" / "female_elderly"
+    sweep.mkdir(parents=True)
+    (sweep / "results.json").write_text(json.dumps([]))
+    estimators.run(get_config(), str(tmp_path / "out"), str(tmp_path / "sweep"), ["female_elderly"])
+    assert calls == list(estimators.CELLS)  # every cell was tried
+    assert json.loads((tmp_path / "out" / "female_elderly" / "implicit" / "diverged.json").read_text())["step"] == 7
+    assert estimators.diverged_cells(str(tmp_path / "out"), ["female_elderly"]) == {"female_elderly": [("implicit", 7)]}
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "`meta_net, implicit` diverged: non-finite values at step 7" in summary
+    calls.clear()
+    estimators.run(get_config(), str(tmp_path / "out"), str(tmp_path / "sweep"), ["female_elderly"])
+    assert "implicit" not in calls and len(calls) == len(estimators.CELLS) - 1

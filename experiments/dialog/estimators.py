@@ -25,14 +25,15 @@ import copy
 import os
 
 import ml_collections
-from absl import flags
+from absl import flags, logging
 
 from experiments.dialog import train
 from experiments.shared.cli import report, run_launcher
 from experiments.shared.config import ConfigError, as_list
 from experiments.shared.tables import summary_table
 from metadial.data.dialog_tasks import PROFILES
-from metadial.io import atomic_write_text, read_json
+from metadial.io import atomic_write_json, atomic_write_text, read_json
+from metadial.loop import NonFiniteError
 from tools import plots
 
 TRAJECTORY_STEPS = 50
@@ -65,6 +66,7 @@ CELLS: dict[str, dict] = {
 # cells run on female_elderly only: there a rotating fold proved no hold-out at this horizon (the model fits each
 # fold within the steps it trains on it; the outer loss on it falls to about 1e-6), so small/ has the other cells
 PROFILE_ONLY_CELLS = ("lookahead-holdout", "implicit-holdout", "trajectory-holdout")
+DIVERGED = "diverged.json"  # in a cell whose run hit non-finite values: the step and the message
 # the sweep's rows: its meta_net is the look-ahead with uniform sampling and no held-out fold
 REFERENCE_ROWS = {"union": "union", "meta_net": "meta_net, lookahead"}
 
@@ -126,8 +128,24 @@ def load(workdir: str, sweep: str, targets: list[str]) -> dict[str, tuple[list[d
     return out
 
 
-def summarize(loaded: dict[str, tuple[list[dict], list[dict], list[str]]], config: ml_collections.ConfigDict) -> str:
-    """The comparison's tables, per target set (``config``: the budget rule, shared with the sweep)."""
+def diverged_cells(workdir: str, targets: list[str]) -> dict[str, list[tuple[str, int]]]:
+    """Per target set, ``(cell, step)`` of the cells whose run stopped on non-finite values (``DIVERGED``)."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for target in targets:
+        for name in CELLS:
+            path = os.path.join(workdir, target, name, DIVERGED)
+            if os.path.exists(path):
+                out.setdefault(target, []).append((name, int(read_json(path)["step"])))
+    return out
+
+
+def summarize(
+    loaded: dict[str, tuple[list[dict], list[dict], list[str]]],
+    config: ml_collections.ConfigDict,
+    diverged: dict[str, list[tuple[str, int]]] | None = None,
+) -> str:
+    """The comparison's tables, per target set (``config``: the budget rule, shared with the sweep), and the
+    cells that diverged (``diverged_cells``)."""
     text = (
         f"`meta_net` with each meta-gradient estimator at {TARGET_DIALOGS} target dialogs, seed {SEED}, against "
         f"the converged sweep's `union` and look-ahead `meta_net` (same budget rule: {train.budget_text(config)}). "
@@ -138,7 +156,7 @@ def summarize(loaded: dict[str, tuple[list[dict], list[dict], list[str]]], confi
         f"{TRAJECTORY_MAX_NONFINITE} in a row; `meta_skipped` in `metrics.jsonl` counts them).\n"
     )
     for target, (records, runs, kinds) in loaded.items():
-        if not records:
+        if not records and target not in (diverged or {}):
             continue
         union = [r["test_response_accuracy"] for r in records if r["row"] == "union"]
         for r in records:
@@ -156,6 +174,11 @@ def summarize(loaded: dict[str, tuple[list[dict], list[dict], list[str]]], confi
                 r["before_refit_test"] = (r.get("before_refit") or {}).get("test_response_accuracy")
             columns.insert(2, ("before_refit_test", "meta run before the final fit (%)", 100.0, 1))
         text += summary_table([r for r in records if r["delta_union"] is not None or not union], ["row"], columns)
+        for name, step in (diverged or {}).get(target, []):
+            text += (
+                f"\n`meta_net, {name}` diverged: non-finite values at step {step} (no record; its metrics and last "
+                f"good checkpoint are kept, `{DIVERGED}` in its folder).\n"
+            )
         if runs and kinds:
             names = sorted(set(kinds))
             rows = [dict(row=w["row"], **train.mean_by_kind(w["weights"], kinds)) for w in runs]
@@ -207,10 +230,18 @@ def run(
     path = os.path.join(workdir, "summary.md")
     if not summarize_only:
         for target, name, c in todo:
-            train.run(c, os.path.join(workdir, target, name))
-            atomic_write_text(path, summarize(load(workdir, sweep, targets), config))
+            cell = os.path.join(workdir, target, name)
+            if os.path.exists(os.path.join(cell, DIVERGED)):
+                logging.info("%s: diverged before (%s); not run again", cell, DIVERGED)
+                continue
+            try:
+                train.run(c, cell)
+            except NonFiniteError as e:  # recorded, so one diverging cell does not stop the others
+                logging.warning("%s: %s", cell, e)
+                atomic_write_json(os.path.join(cell, DIVERGED), {"step": e.step, "message": str(e)})
+            atomic_write_text(path, summarize(load(workdir, sweep, targets), config, diverged_cells(workdir, targets)))
     loaded = load(workdir, sweep, targets)
-    text = summarize(loaded, config)
+    text = summarize(loaded, config, diverged_cells(workdir, targets))
     atomic_write_text(path, text)
     report([path, *figures(loaded, os.path.join(workdir, "plots"))], text)
     return text
