@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -89,3 +90,25 @@ def test_results_collect_the_sweeps_babi_rows_and_the_cells(tmp_path):
         ("target_only", "babi+profiles"),  # target_only does not use related data: it serves both tables
         ("union", "babi+profiles"),
     ]
+
+
+def test_a_diverging_cell_is_recorded_and_the_comparison_goes_on(tmp_path, monkeypatch):
+    """A cell whose run hits non-finite values gets ``diverged.json``; the other cells still run; a re-run skips it."""
+    from experiments.shared.store import diverged_step
+    from metadial.loop import NonFiniteError
+
+    calls = []
+
+    def fake_run(config, workdir):
+        calls.append(workdir)
+        if workdir.endswith(os.path.join(PROFILES[0], "mwnet")):
+            raise NonFiniteError("mwnet-100-seed0: non-finite train_loss=nan at step 3", 3)
+
+    monkeypatch.setattr(converged.train, "run", fake_run)
+    out, sweep = str(tmp_path / "out"), str(tmp_path / "sweep")
+    converged.run(get_config(), out, sweep, ["babi"])
+    assert len(calls) == 6 * (len(converged.CELLS) - 1)  # every babi cell was tried
+    assert diverged_step(os.path.join(out, "babi", PROFILES[0], "mwnet")) == 3
+    calls.clear()
+    converged.run(get_config(), out, sweep, ["babi"])
+    assert len(calls) == 6 * (len(converged.CELLS) - 1) - 1

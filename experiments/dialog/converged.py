@@ -45,6 +45,7 @@ from experiments.dialog.estimators import FIXED_FOLD_AND_REFIT, TRAJECTORY
 from experiments.dialog.sweep import STOP_TABLE_COLUMNS, profile_tables
 from experiments.shared.cli import report, run_launcher
 from experiments.shared.config import ConfigError, as_list
+from experiments.shared.store import diverged_step, run_cell
 from experiments.shared.tables import summary_table
 from metadial.data.dialog_tasks import PROFILES, RELATED_SOURCES
 from metadial.io import atomic_write_json, atomic_write_text, read_json
@@ -204,6 +205,11 @@ def summarize(config: ml_collections.ConfigDict, workdir: str, sweep: str, relat
             continue
         rows = [row for row in ROWS if any(r["method"] == row for r in part)]
         text += profile_tables(part, rows)
+        for profile in PROFILES:
+            for name in CELLS:
+                step = diverged_step(os.path.join(workdir, sources, profile, name))
+                if step is not None:
+                    text += f"\n`{name}` on `{profile}` diverged: non-finite values at step {step} (no record).\n"
         text += "\n" + goal_text([dict(r, row=r["method"]) for r in part])
         text += "\nWhen each run stopped (steps; mean ± std over profiles):\n\n"
         text += summary_table(part, ["method"], STOP_TABLE_COLUMNS)
@@ -234,7 +240,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, sweep: str, related, su
     if not summarize_only:
         # bAbI first on every profile, then the second source (several times slower per step)
         for sources, profile, name, c in todo:
-            train.run(c, os.path.join(workdir, sources, profile, name))
+            run_cell(train.run, c, os.path.join(workdir, sources, profile, name))  # a diverging cell is recorded
             write()
     text = write()
     report([os.path.join(workdir, "summary.md"), os.path.join(workdir, "results.json")], text)

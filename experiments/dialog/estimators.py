@@ -25,15 +25,15 @@ import copy
 import os
 
 import ml_collections
-from absl import flags, logging
+from absl import flags
 
 from experiments.dialog import train
 from experiments.shared.cli import report, run_launcher
 from experiments.shared.config import ConfigError, as_list
+from experiments.shared.store import DIVERGED, diverged_step, run_cell
 from experiments.shared.tables import summary_table
 from metadial.data.dialog_tasks import PROFILES
-from metadial.io import atomic_write_json, atomic_write_text, read_json
-from metadial.loop import NonFiniteError
+from metadial.io import atomic_write_text, read_json
 from tools import plots
 
 TRAJECTORY_STEPS = 50
@@ -66,7 +66,6 @@ CELLS: dict[str, dict] = {
 # cells run on female_elderly only: there a rotating fold proved no hold-out at this horizon (the model fits each
 # fold within the steps it trains on it; the outer loss on it falls to about 1e-6), so small/ has the other cells
 PROFILE_ONLY_CELLS = ("lookahead-holdout", "implicit-holdout", "trajectory-holdout")
-DIVERGED = "diverged.json"  # in a cell whose run hit non-finite values: the step and the message
 # the sweep's rows: its meta_net is the look-ahead with uniform sampling and no held-out fold
 REFERENCE_ROWS = {"union": "union", "meta_net": "meta_net, lookahead"}
 
@@ -133,9 +132,9 @@ def diverged_cells(workdir: str, targets: list[str]) -> dict[str, list[tuple[str
     out: dict[str, list[tuple[str, int]]] = {}
     for target in targets:
         for name in CELLS:
-            path = os.path.join(workdir, target, name, DIVERGED)
-            if os.path.exists(path):
-                out.setdefault(target, []).append((name, int(read_json(path)["step"])))
+            step = diverged_step(os.path.join(workdir, target, name))
+            if step is not None:
+                out.setdefault(target, []).append((name, step))
     return out
 
 
@@ -230,15 +229,7 @@ def run(
     path = os.path.join(workdir, "summary.md")
     if not summarize_only:
         for target, name, c in todo:
-            cell = os.path.join(workdir, target, name)
-            if os.path.exists(os.path.join(cell, DIVERGED)):
-                logging.info("%s: diverged before (%s); not run again", cell, DIVERGED)
-                continue
-            try:
-                train.run(c, cell)
-            except NonFiniteError as e:  # recorded, so one diverging cell does not stop the others
-                logging.warning("%s: %s", cell, e)
-                atomic_write_json(os.path.join(cell, DIVERGED), {"step": e.step, "message": str(e)})
+            run_cell(train.run, c, os.path.join(workdir, target, name))  # a diverging cell does not stop the others
             atomic_write_text(path, summarize(load(workdir, sweep, targets), config, diverged_cells(workdir, targets)))
     loaded = load(workdir, sweep, targets)
     text = summarize(loaded, config, diverged_cells(workdir, targets))

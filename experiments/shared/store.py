@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import ml_collections
+from absl import logging
 
 from experiments.shared.config import ConfigError
 from metadial.checkpoint import Checkpointer
 from metadial.io import atomic_write_json, atomic_write_text, read_json
-from metadial.loop import MetricsLog
+from metadial.loop import MetricsLog, NonFiniteError
 
 # Fields that choose which runs to make, or only how they are logged and checkpointed: a workdir may be
 # re-run with other values of these (e.g. more seeds or methods), the finished runs are kept.
@@ -159,3 +160,25 @@ def write_outputs(workdir: str, records: list[dict], summary: str) -> None:
     """Writes ``results.json`` and ``summary.md`` atomically (tools that rebuild a workdir's outputs)."""
     atomic_write_json(os.path.join(workdir, "results.json"), records)
     atomic_write_text(os.path.join(workdir, "summary.md"), summary)
+
+
+DIVERGED = "diverged.json"  # in a comparison's cell whose run hit non-finite values: its step and the message
+
+
+def run_cell(run: Callable[[ml_collections.ConfigDict, str], object], config: ml_collections.ConfigDict, cell: str):
+    """Runs one cell (launcher workdir) of a comparison with ``run(config, cell)``. A run that hits non-finite
+    values is recorded in ``cell/DIVERGED`` instead of stopping the comparison, and is not run again."""
+    if diverged_step(cell) is not None:
+        logging.info("%s: diverged before (%s); not run again", cell, DIVERGED)
+        return
+    try:
+        run(config, cell)
+    except NonFiniteError as e:
+        logging.warning("%s: %s", cell, e)
+        atomic_write_json(os.path.join(cell, DIVERGED), {"step": e.step, "message": str(e)})
+
+
+def diverged_step(cell: str) -> int | None:
+    """The step at which the cell's run hit non-finite values (``run_cell``), or None."""
+    path = os.path.join(cell, DIVERGED)
+    return int(read_json(path)["step"]) if os.path.exists(path) else None
