@@ -117,3 +117,14 @@ def test_a_diverging_cell_is_recorded_and_does_not_stop_the_others(tmp_path, mon
     calls.clear()
     estimators.run(get_config(), str(tmp_path / "out"), str(tmp_path / "sweep"), ["female_elderly"])
     assert "implicit" not in calls and len(calls) == len(estimators.CELLS) - 1
+
+
+def test_published_estimator_table_matches_the_summary():
+    """The README's block is the committed summary's first table (``tools.publish --first_table``)."""
+    from pathlib import Path
+
+    from tools.publish import headline, published_block
+
+    root = Path(__file__).resolve().parents[1]
+    summary = (root / "results/dialog_estimators/summary.md").read_text().strip("\n")
+    assert published_block((root / "README.md").read_text(), "dialog_estimators") == headline(summary)

@@ -149,10 +149,11 @@ def summarize(
         f"`meta_net` with each meta-gradient estimator at {TARGET_DIALOGS} target dialogs, seed {SEED}, against "
         f"the converged sweep's `union` and look-ahead `meta_net` (same budget rule: {train.budget_text(config)}). "
         "Δ union: test "
-        f"per-response difference to `union` (points). Holdout: outer loss on {HOLDOUT:.0%} of the target dialogs, "
-        f"folds rotating every {HOLDOUT_ROTATION} steps; trajectory: {TRAJECTORY_STEPS}-step segments, meta "
-        f"learning rate {TRAJECTORY_META_LR}, a non-finite meta-gradient's update skipped (up to "
-        f"{TRAJECTORY_MAX_NONFINITE} in a row; `meta_skipped` in `metrics.jsonl` counts them).\n"
+        f"per-response difference to `union` (points). -holdout: outer loss on {HOLDOUT:.0%} of the target dialogs, "
+        f"folds rotating every {HOLDOUT_ROTATION} steps; -holdout-refit: a fixed held-out fold, then a final fit of a "
+        "fresh model on all the target dialogs with the learned weighting held fixed; trajectory: "
+        f"{TRAJECTORY_STEPS}-step segments, meta learning rate {TRAJECTORY_META_LR}, a non-finite meta-gradient's "
+        f"update skipped (up to {TRAJECTORY_MAX_NONFINITE} in a row; `meta_skipped` in `metrics.jsonl` counts them).\n"
     )
     for target, (records, runs, kinds) in loaded.items():
         if not records and target not in (diverged or {}):
