@@ -115,10 +115,18 @@ def run_key(entry: dict) -> tuple:
 
 
 def _fit(
-    program: DialogProgram, data: DialogData, pools: Pools, state: Any, size: int, seed: int, store: RunStore
+    program: DialogProgram,
+    data: DialogData,
+    pools: Pools,
+    state: Any,
+    key: jax.Array,
+    size: int,
+    seed: int,
+    store: RunStore,
 ) -> tuple[LoopResult, Budget]:
-    """``program``'s training loop from ``state`` on ``pools`` (target training set of ``size`` dialogs), with dev
-    model selection under the budget rule, resuming from the run's checkpoint if any; and the budget."""
+    """``program``'s training loop from ``state`` with batch key ``key`` on ``pools`` (target training set of
+    ``size`` dialogs), with dev model selection under the budget rule, resuming from the run's checkpoint if any;
+    and the budget."""
     c = program.config
     budget = Budget.of(c, program.pool_size(pools, TARGET), program.steps_per_call)
     name = run_name(program.name, size, seed)
@@ -126,7 +134,7 @@ def _fit(
     result = train_loop(
         program.step_fn(pools, budget.train_steps, seed),
         state,
-        jax.random.split(jax.random.key(seed), 3)[1],
+        key,
         num_steps=budget.train_steps,
         name=name,
         log_every=c.log_every or budget.eval_every,
@@ -174,9 +182,10 @@ def run_one(
     held fixed; the record then gives the final fit's scores and, under ``before_refit``, the meta run's."""
     c = program.config
     pools = data.train_pools(replicate(data.target_train(size, seed), program.mesh))
-    k_init, _, k_eval = jax.random.split(jax.random.key(seed), 3)
+    k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
     start = time.time()
-    result, budget = _fit(program, data, pools, replicate(program.init(k_init, pools), program.mesh), size, seed, store)
+    state = replicate(program.init(k_init, pools), program.mesh)
+    result, budget = _fit(program, data, pools, state, k_train, size, seed, store)
     carried = result.carried_seconds
     logging.info("%s: test and OOV evaluation of the step-%d parameters (best dev)", program.name, result.best_step)
     scores = _scores(program, data, result)
@@ -185,7 +194,7 @@ def run_one(
     if program.refits:
         refit = program.refit_program()
         state = refit.init(k_init, pools).replace(meta_params=result.best_state.meta_params)
-        result, budget = _fit(refit, data, pools, replicate(state, program.mesh), size, seed, store)
+        result, budget = _fit(refit, data, pools, replicate(state, program.mesh), k_train, size, seed, store)
         carried += result.carried_seconds
         before_refit, scores = scores, _scores(refit, data, result)
     record = {
@@ -202,7 +211,7 @@ def run_one(
         "eval_every": budget.eval_every,
         "resumed_from_step": result.resumed_from,
     }
-    if program.refits:
+    if before_refit is not None:
         record["before_refit"] = before_refit
     # the wall-clock of the whole run: a resumed run adds what it had spent up to its checkpoint
     record["wall_seconds"] = round(time.time() - start + carried, 1)

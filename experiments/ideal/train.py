@@ -197,14 +197,15 @@ def run_name(method: str, seed: int) -> str:
     return f"{method}-seed{seed}"
 
 
-def _fit(program: IdealProgram, pools: Pools, state: Any, seed: int, store: RunStore) -> LoopResult:
-    """``program``'s training loop from ``state`` (``config.train_steps`` steps), resuming from its checkpoint."""
+def _fit(program: IdealProgram, pools: Pools, state: Any, key: jax.Array, seed: int, store: RunStore) -> LoopResult:
+    """``program``'s training loop from ``state`` with batch key ``key`` (``config.train_steps`` steps), resuming
+    from its checkpoint."""
     c = program.config
     name = run_name(program.name, seed)
     return train_loop(
         program.step_fn(pools, c.train_steps, seed),
         state,
-        jax.random.split(jax.random.key(seed), 3)[1],
+        key,
         num_steps=c.train_steps,
         name=name,
         log_every=c.log_every,
@@ -227,9 +228,9 @@ def run_one(
     c = program.config
     data = IdealData.from_task(task)
     pools = data.replicated_pools(program)
-    k_init, _, k_eval = jax.random.split(jax.random.key(seed), 3)
+    k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
     test_accuracy = lambda p, state: float(accuracy(p.module, state.params, p.inputs_fn(data.test), data.test["y"]))
-    result = _fit(program, pools, replicate(program.init(k_init, pools), program.mesh), seed, store)
+    result = _fit(program, pools, replicate(program.init(k_init, pools), program.mesh), k_train, seed, store)
     state = result.state
     weights = program.related_weights(state, k_eval, pools)
     test_acc = test_accuracy(program, state)
@@ -238,7 +239,7 @@ def run_one(
         refit = program.refit_program()
         fresh = refit.init(k_init, pools).replace(meta_params=state.meta_params)
         before_refit = {"test_accuracy": test_acc}
-        test_acc = test_accuracy(refit, _fit(refit, pools, replicate(fresh, program.mesh), seed, store).state)
+        test_acc = test_accuracy(refit, _fit(refit, pools, replicate(fresh, program.mesh), k_train, seed, store).state)
     record = {
         "method": program.name,
         "seed": seed,
@@ -251,7 +252,7 @@ def run_one(
         "mean_weight_corrupted": None,
         "resumed_from_step": result.resumed_from,
     }
-    if program.refits:
+    if before_refit is not None:
         record["before_refit"] = before_refit
     if weights is not None:
         correct = task.related["correct"]
