@@ -20,7 +20,7 @@ from experiments.dialog.data import load_data
 from experiments.dialog.program import DialogProgram
 from experiments.shared.methods import TARGET
 from metadial.checkpoint import Checkpointer
-from metadial.data.dialog_tasks import encode, first_dialogs, target_subset, turn_kinds
+from metadial.data.dialog_tasks import turn_kinds
 from metadial.holdout import target_folds
 from metadial.io import atomic_write_json, read_json
 from metadial.loop import restore_latest
@@ -57,9 +57,7 @@ def heldout_losses(workdir: str, run: str) -> dict:
     folds = target_folds(program.target_groups(pools), config.meta_holdout, seed)
     held = np.zeros(n, bool)
     held[np.asarray(folds.outer[0])[: int(folds.outer_size[0])]] = True
-    available = len(data.corpus.dialogs["target_trn"])
-    dialogs = target_subset(available, size, seed) if config.target_set == "small" else first_dialogs(available, size)
-    kinds = np.asarray(turn_kinds(encode(data.corpus, "target_trn", dialogs)))
+    kinds = np.asarray(turn_kinds(data.target_train_split(size, seed)))
     total = float(losses[held].sum())
     rows = {
         k: {

@@ -60,12 +60,16 @@ class DialogData:
     def num_related(self) -> int:
         return len(self.related)
 
-    def target_train(self, size: int, seed: int) -> Pool:
-        """The device pool of the ``size`` target training dialogs: for ``small``, drawn for ``seed`` (nested
-        across sizes); for a profile, its first ``size`` dialogs, as the authors took them."""
+    def target_train_split(self, size: int, seed: int) -> EncodedSplit:
+        """The ``size`` target training dialogs, encoded: for ``small``, drawn for ``seed`` (nested across sizes);
+        for a profile, its first ``size`` dialogs, as the authors took them."""
         available = len(self.corpus.dialogs["target_trn"])
         subset = target_subset(available, size, seed) if self.target_set == "small" else first_dialogs(available, size)
-        return device_pool(encode(self.corpus, "target_trn", subset), TARGET_TASK, self.corpus.target_candidates)
+        return encode(self.corpus, "target_trn", subset)
+
+    def target_train(self, size: int, seed: int) -> Pool:
+        """The device pool of the ``size`` target training dialogs (``target_train_split``)."""
+        return device_pool(self.target_train_split(size, seed), TARGET_TASK, self.corpus.target_candidates)
 
     def train_pools(self, target_train: Pool) -> dict[str, Pool]:
         return {"target": target_train, "related": self.related_pool}
