@@ -224,3 +224,43 @@ def test_implicit_step_cap_keeps_v_stable_where_the_plain_step_diverges():
         exact = exact_hypergradient(weighting, meta_params, target, related, outer)
         assert float(capped["v_step"]) < 50.0 and float(capped["v_residual_norm"]) < 1e-8
         np.testing.assert_allclose(estimate, exact, rtol=1e-6)
+
+
+def test_implicit_mirror_negative_keeps_v_bounded_under_negative_curvature():
+    """Related losses of negative sign make H indefinite (params held fixed): plain v grows without bound along
+    the negative direction, whatever the step; with ``mirror_negative`` the damping grows to cover the most
+    negative curvature seen along v, H + damping I becomes positive definite, and v converges to the solution of
+    that damped system."""
+    with jax.enable_x64(True):
+        target, related, outer = regression_batches()
+        sign = jnp.where(jnp.arange(NUM_RELATED) % 2 == 0, -3.0, 1.0)
+        related = dict(related, sign=sign)
+        target = dict(target, sign=jnp.ones(NUM_TARGET))
+        outer = dict(outer, sign=jnp.ones(outer["y"].shape[0]))
+
+        def signed_error(params, batch):
+            return batch["sign"] * squared_error(params, batch)
+
+        weighting = TableWeighting(NUM_RELATED)
+        params = {"w": jnp.ones(NUM_FEATURES), "b": jnp.ones(())}
+
+        def run(estimator):
+            learner = MetaReweighting(signed_error, weighting, optax.sgd(0.0), optax.sgd(0.0), estimator=estimator)
+            state, step = learner.init(params, jnp.zeros(NUM_RELATED)), jax.jit(learner.step)
+            for _ in range(2000):
+                state, metrics = step(state, target, related, outer)
+            return learner, state, metrics
+
+        flat, unravel = ravel_pytree(params)
+        learner, _, plain = run(Implicit(learning_rate=0.1, damping=0.01))
+        objective = lambda p: learner.problem.objective(unravel(p), jnp.zeros(NUM_RELATED), target, related, True)
+        hessian = jax.hessian(objective)(flat)
+        assert np.linalg.eigvalsh(hessian)[0] < -0.1  # indefinite, beyond the damping
+        assert not np.isfinite(float(plain["v_norm"])) or float(plain["v_norm"]) > 1e6
+
+        learner, state, mirrored = run(Implicit(learning_rate=0.1, damping=0.01, mirror_negative=True))
+        damping = float(mirrored["v_damping"])
+        assert np.linalg.eigvalsh(hessian + damping * np.eye(flat.size))[0] > 0.0
+        grad_outer = jax.grad(lambda p: learner.problem.outer_loss(unravel(p), outer))(flat)
+        v = ravel_pytree(state.weighting.estimator_state.v)[0]
+        np.testing.assert_allclose(v, np.linalg.solve(hessian + damping * np.eye(flat.size), grad_outer), rtol=1e-6)

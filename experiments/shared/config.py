@@ -54,6 +54,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.estimator = "lookahead"
     c.implicit_learning_rate = 0.005  # implicit: step size of v towards (H + damping) v = grad outer
     c.implicit_damping = 0.01  # implicit: added to the Hessian's diagonal
+    # implicit: raise the damping to mirror the most negative curvature of H seen along v (keeps v bounded where
+    # H is indefinite, at the price of a more damped, shorter-sighted v; metadial.estimators.Implicit)
+    c.implicit_mirror_negative = False
     c.trajectory_steps = 100  # trajectory: real steps per segment (the run's steps are rounded to a multiple)
     # related batches of meta methods: "uniform", or "weighted" (drawn with probability (1 - share) * w / sum(w)
     # + share / N, with importance factors that keep the objective; metadial.sampling), the probabilities

@@ -56,7 +56,11 @@ def learning_to_reweight(parts: TrainerParts) -> tuple[Trainer, None]:
 def estimator(config: ml_collections.ConfigDict, remat: bool = False) -> Estimator:
     """The meta-gradient estimator of ``config.estimator``."""
     if config.estimator == "implicit":
-        return Implicit(config.implicit_learning_rate, config.implicit_damping)
+        return Implicit(
+            config.implicit_learning_rate,
+            config.implicit_damping,
+            mirror_negative=config.implicit_mirror_negative,
+        )
     if config.estimator == "trajectory":
         return Trajectory(config.trajectory_steps)
     return Lookahead(config.inner_steps, config.target_in_inner, config.fresh_inner_batches, remat)
