@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from metadial.losses import OutputLoss
 from metadial.optim import optax_update
 from metadial.sampling import IMPORTANCE
 from metadial.stacks import BatchStack, check_stacked, first_of_stack, map_stack, merge_stack, scan_stacks
@@ -70,14 +71,55 @@ def inner_objective(
 ) -> jax.Array:
     """The weighted related loss, plus the mean target loss when ``include_target``. A related batch drawn by
     weight (``metadial.sampling``) carries importance factors under ``IMPORTANCE``; they multiply the weights."""
-    related_losses = loss_fn(params, related_batch)
+    target_losses = loss_fn(params, target_batch) if include_target else None
+    return combine_losses(loss_fn(params, related_batch), target_losses, weights, related_batch, normalize)
+
+
+def combine_losses(
+    related_losses: jax.Array,
+    target_losses: jax.Array | None,
+    weights: jax.Array,
+    related_batch: Batch,
+    normalize: bool,
+) -> jax.Array:
+    """``inner_objective`` from the per-example losses: the weighted related loss (weights times the batch's
+    importance factors, if any), plus the mean target loss unless ``target_losses`` is None."""
     _check_losses(related_losses)
     if IMPORTANCE in related_batch:
         weights = weights * related_batch[IMPORTANCE]
     loss = weighted_mean(related_losses, weights, normalize)
-    if include_target:
-        loss = loss + mean_loss(loss_fn, params, target_batch)
+    if target_losses is not None:
+        loss = loss + jnp.mean(target_losses)
     return loss
+
+
+def gauss_newton_product(
+    loss_fn: OutputLoss,
+    params: PyTree,
+    weights: jax.Array,
+    target_batch: Batch,
+    related_batch: Batch,
+    include_target: bool,
+    normalize: bool,
+    vector: PyTree,
+) -> PyTree:
+    """``J' H_o J vector``: the Gauss-Newton matrix of ``inner_objective`` (weights held fixed) times ``vector``,
+    ``J`` the Jacobian of the model's outputs in ``params`` and ``H_o`` the Hessian of the objective in the
+    outputs. Positive semi-definite where the loss is convex in the outputs (cross-entropy on logits) and the
+    weights are non-negative; it drops the Hessian's term ``sum dL/do d2o/dparams2``, which makes it indefinite."""
+    batches = (related_batch, target_batch) if include_target else (related_batch,)
+
+    def outputs(p):
+        return tuple(loss_fn.outputs(p, b) for b in batches)
+
+    def objective(outs):
+        losses = [loss_fn.loss(o, b) for o, b in zip(outs, batches)]
+        return combine_losses(losses[0], losses[1] if include_target else None, weights, related_batch, normalize)
+
+    outs, jvp = jax.linearize(outputs, params)
+    _, h_jv = jax.jvp(jax.grad(objective), (outs,), (jvp(vector),))
+    (product,) = jax.linear_transpose(jvp, params)(h_jv)
+    return product
 
 
 @dataclasses.dataclass(frozen=True)
@@ -332,13 +374,22 @@ class Implicit(Estimator):
     / v' v`` seen so far (kept in the state): once a negative direction dominates ``v``, ``n`` approaches ``|mu|``
     and that direction then decays as a direction of curvature ``|mu|`` would (the damping mirrors it), so ``v``
     stays bounded. The price: every positive direction is damped by ``2 n`` as well, so ``v`` solves a more
-    heavily damped system, whose answer leans towards the outer gradient itself (a shorter horizon).
+    heavily damped system, whose answer leans towards the outer gradient itself (a shorter horizon). On the dialog
+    model the damping so found grew past 1e6 (the Hessian along the held-out gradient is that negative).
+
+    With ``gauss_newton``, ``H`` is the Gauss-Newton matrix ``J' H_o J`` instead (``gauss_newton_product``; the
+    model's ``loss_fn`` must be an ``OutputLoss``, so the outputs are known): positive semi-definite for a loss
+    convex in the outputs, so ``damping`` alone keeps the system well posed and the step cap keeps ``v`` stable.
+    It is the Hessian without the term weighted by the loss's gradient in the outputs, which vanishes where the
+    model fits its training examples: the usual stand-in for ``H`` in implicit differentiation of neural networks
+    (as in influence functions). The meta-gradient keeps the exact mixed derivative.
     """
 
     learning_rate: float = 0.005
     damping: float = 0.01
     cap_step: bool = True
     mirror_negative: bool = False
+    gauss_newton: bool = False
 
     def __post_init__(self):
         if self.learning_rate <= 0:
@@ -360,7 +411,10 @@ class Implicit(Estimator):
             grads = jax.grad(problem.objective)(p, m, target_batch, related_batch, problem.target_in_training)
             return tree_vdot(grads, v)
 
-        hv, mixed = jax.grad(contracted, argnums=(0, 1))(params, meta_params)
+        if self.gauss_newton:
+            hv, mixed = self._gauss_newton(problem, params, meta_params, v, target_batch, related_batch)
+        else:
+            hv, mixed = jax.grad(contracted, argnums=(0, 1))(params, meta_params)
         vv = tree_vdot(v, v)
         safe_vv = jnp.where(vv > 0, vv, 1.0)
         damping, metrics = self.damping, {}
@@ -382,6 +436,25 @@ class Implicit(Estimator):
         if isinstance(state, MirroredImplicitState):
             return MetaGradient(outer, grads, MirroredImplicitState(new_v, curvature, negative), metrics)
         return MetaGradient(outer, grads, ImplicitState(new_v, curvature), metrics)
+
+    @staticmethod
+    def _gauss_newton(problem, params, meta_params, v, target_batch, related_batch) -> tuple[PyTree, PyTree]:
+        """``(G v, d/d lam <grad_theta G, v>)`` with ``G`` the Gauss-Newton matrix of the inner objective."""
+        if not isinstance(problem.loss_fn, OutputLoss):
+            raise TypeError(
+                "Implicit(gauss_newton=True) needs the model's loss as a metadial.losses.OutputLoss (outputs, then a "
+                f"loss convex in them), got {type(problem.loss_fn).__name__}"
+            )
+        include = problem.target_in_training
+        weights = problem.weights(jax.lax.stop_gradient(params), meta_params, related_batch)
+        product = gauss_newton_product(
+            problem.loss_fn, params, weights, target_batch, related_batch, include, problem.normalize, v
+        )
+
+        def directional(m):  # <grad_theta G(theta, m), v>, forward mode in theta
+            return jax.jvp(lambda p: problem.objective(p, m, target_batch, related_batch, include), (params,), (v,))[1]
+
+        return product, jax.grad(directional)(meta_params)
 
 
 @dataclasses.dataclass(frozen=True)

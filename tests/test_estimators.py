@@ -12,7 +12,10 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from metadial import MetaReweighting, MLPScorer, NetWeighting, TableWeighting
-from metadial.estimators import Implicit, Lookahead, Trajectory
+from metadial.estimators import Implicit, Lookahead, Trajectory, gauss_newton_product, inner_objective
+from metadial.losses import OutputLoss, cross_entropy
+from metadial.models.mlp import MLPClassifier, classification_loss_fn
+from metadial.sampling import IMPORTANCE
 from metadial.steps import stack_batches
 from metadial.weighting import MetaWeightNet
 from tests import tiny
@@ -68,10 +71,17 @@ WEIGHTINGS = {
 }
 
 
+# the same loss with its outputs apart: for a linear model and a squared error, Gauss-Newton is the Hessian
+LINEAR_SQUARED_ERROR = OutputLoss(
+    lambda params, batch: batch["x"] @ params["w"] + params["b"], lambda out, batch: 0.5 * (out - batch["y"]) ** 2
+)
+
+
+@pytest.mark.parametrize("gauss_newton", [False, True], ids=["hessian", "gauss_newton"])
 @pytest.mark.parametrize("kind", ["table", "net"])
-def test_implicit_converges_to_the_implicit_function_theorem_hypergradient(kind):
+def test_implicit_converges_to_the_implicit_function_theorem_hypergradient(kind, gauss_newton):
     """Weights held fixed (meta learning rate 0), full batches: the model converges to the inner solution, v to
-    H^-1 grad F, and the estimate to the exact hypergradient."""
+    H^-1 grad F, and the estimate to the exact hypergradient (Gauss-Newton: the same, as the model is linear)."""
     with jax.enable_x64(True):
         target, related, outer = regression_batches()
         weighting = WEIGHTINGS[kind]()
@@ -79,11 +89,11 @@ def test_implicit_converges_to_the_implicit_function_theorem_hypergradient(kind)
         if kind == "table":
             meta_params = jax.random.normal(jax.random.key(2), (NUM_RELATED,))
         learner = MetaReweighting(
-            squared_error,
+            LINEAR_SQUARED_ERROR if gauss_newton else squared_error,
             weighting,
             optax.sgd(0.3),
             optax.sgd(0.0),
-            estimator=Implicit(learning_rate=0.3, damping=0.0),
+            estimator=Implicit(learning_rate=0.3, damping=0.0, gauss_newton=gauss_newton),
         )
         params = {"w": jnp.zeros(NUM_FEATURES), "b": jnp.zeros(())}
         state = learner.init(params, meta_params)
@@ -264,3 +274,62 @@ def test_implicit_mirror_negative_keeps_v_bounded_under_negative_curvature():
         grad_outer = jax.grad(lambda p: learner.problem.outer_loss(unravel(p), outer))(flat)
         v = ravel_pytree(state.weighting.estimator_state.v)[0]
         np.testing.assert_allclose(v, np.linalg.solve(hessian + damping * np.eye(flat.size), grad_outer), rtol=1e-6)
+
+
+@pytest.mark.parametrize("include_target", [True, False])
+def test_gauss_newton_product_is_j_transpose_h_j_and_positive_where_the_hessian_is_not(include_target):
+    """On a small MLP classifier (importance factors, normalized weights): the product equals J' H_o J v built
+    from explicit Jacobians, and v' G v >= 0 for every v while the Hessian has a negative direction."""
+    with jax.enable_x64(True):
+        module = MLPClassifier(hidden_sizes=(4,), num_classes=3)
+        loss_fn = classification_loss_fn(module, lambda b: b["x"])
+        keys = jax.random.split(jax.random.key(3), 6)
+
+        def batch(key, n):
+            kx, ky = jax.random.split(key)
+            return {"x": jax.random.normal(kx, (n, 2)), "y": jax.random.randint(ky, (n,), 0, 3)}
+
+        target, related = batch(keys[0], 5), batch(keys[1], 6)
+        related[IMPORTANCE] = jax.random.uniform(keys[2], (6,), minval=0.5, maxval=2.0)
+        params = module.init(keys[3], target["x"])
+        params = jax.tree.map(lambda a: 2.0 * a.astype(jnp.float64), params)
+        weights = jax.random.uniform(keys[4], (6,))
+        flat, unravel = ravel_pytree(params)
+
+        def product(vector):
+            args = (loss_fn, unravel(flat), weights, target, related, include_target, True, unravel(vector))
+            return ravel_pytree(gauss_newton_product(*args))[0]
+
+        batches = [related, target] if include_target else [related]
+        outputs = lambda p: jnp.concatenate([loss_fn.outputs(unravel(p), b).ravel() for b in batches])
+        shapes = [(b["x"].shape[0], 3) for b in batches]
+
+        def objective_of_outputs(o):
+            parts = np.cumsum([0] + [a * b for a, b in shapes])
+            outs = [o[i:j].reshape(shape) for i, j, shape in zip(parts[:-1], parts[1:], shapes)]
+            related_losses = loss_fn.loss(outs[0], related) * weights * related[IMPORTANCE]
+            value = jnp.sum(related_losses) / jnp.sum(weights * related[IMPORTANCE])
+            return value + (jnp.mean(loss_fn.loss(outs[1], target)) if include_target else 0.0)
+
+        jacobian = jax.jacobian(outputs)(flat)
+        gauss_newton = jacobian.T @ jax.hessian(objective_of_outputs)(outputs(flat)) @ jacobian
+        vectors = jax.random.normal(keys[5], (4, flat.size))
+        for vector in vectors:
+            np.testing.assert_allclose(product(vector), gauss_newton @ vector, rtol=1e-8, atol=1e-12)
+        assert np.linalg.eigvalsh(gauss_newton)[0] > -1e-10
+        hessian = jax.hessian(
+            lambda p: inner_objective(loss_fn, unravel(p), weights, target, related, include_target, True)
+        )(flat)
+        assert np.linalg.eigvalsh(hessian)[0] < -1e-3
+
+
+def test_implicit_gauss_newton_needs_an_output_loss():
+    with jax.enable_x64(True):
+        target, related, outer = regression_batches()
+        learner = MetaReweighting(
+            squared_error, TableWeighting(NUM_RELATED), optax.sgd(0.1), optax.sgd(0.0), Implicit(gauss_newton=True)
+        )
+        state = learner.init({"w": jnp.zeros(NUM_FEATURES), "b": jnp.zeros(())}, jnp.zeros(NUM_RELATED))
+        with pytest.raises(TypeError, match=r"needs the model.s loss as a metadial\.losses\.OutputLoss"):
+            learner.step(state, target, related, outer)
+    assert cross_entropy("y")(jnp.zeros((2, 4)), {"y": jnp.array([0, 3])}).shape == (2,)

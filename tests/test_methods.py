@@ -45,10 +45,13 @@ def test_each_row_builds_its_trainer_from_the_config(name, trainer, weighting):
     if isinstance(built, MetaReweighting):
         assert built.estimator == Lookahead(2, include_target=config.target_in_inner) and built.normalize is False
         assert w is not None and w.num_examples == 8
-    config.estimator, config.inner_steps, config.implicit_mirror_negative = "implicit", 1, True
+    config.estimator, config.inner_steps = "implicit", 1
+    config.implicit_mirror_negative = config.implicit_gauss_newton = True
     built, _ = METHODS[name].build(m.TrainerParts(tiny.loss_fn, config, 8, lambda: None))  # type: ignore[arg-type]
     if isinstance(built, MetaReweighting):
-        assert built.estimator == Implicit(config.implicit_learning_rate, config.implicit_damping, True, True)
+        assert built.estimator == Implicit(
+            config.implicit_learning_rate, config.implicit_damping, mirror_negative=True, gauss_newton=True
+        )
     assert METHODS[name].meta == (name in ("meta_table", "meta_net"))
 
 

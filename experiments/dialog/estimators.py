@@ -12,11 +12,11 @@ rate than the look-ahead's, as on the ideal task), ``lookahead-holdout`` / ``imp
 ``trajectory-holdout`` (outer loss on a quarter of the target dialogs held out in folds that rotate every
 ``HOLDOUT_ROTATION`` steps, so the model trains on every dialog in turn), and ``<estimator>-holdout-refit`` (a fixed
 held-out fold, then a final fit of a fresh model on all the target dialogs with the learned weighting held fixed;
-``meta_holdout_refit``; on ``small/`` only these and the first two), and ``implicit-mirror-holdout-refit`` (the
-same with ``implicit_mirror_negative``, which keeps ``v`` bounded where the Hessian is indefinite). The reference rows come from the sweep's
-workdir (``profiles/<profile>`` and ``small_100/small``). ``DIR/summary.md`` holds, per target set: test
-per-response accuracy, the difference to ``union`` (same seed), when each run stopped and its wall-clock; the mean
-learned weight of each kind of related bot turn; and test accuracy per kind of target turn.
+``meta_holdout_refit``; on ``small/`` only these and the first two), and ``implicit-gn-holdout-refit`` (the same
+with the Gauss-Newton matrix for the Hessian, ``implicit_gauss_newton``, which keeps ``v`` bounded). The reference
+rows come from the sweep's workdir (``profiles/<profile>`` and ``small_100/small``). ``DIR/summary.md`` holds,
+per target set: test per-response accuracy, the difference to ``union`` (same seed), when each run stopped and its
+wall-clock; the mean learned weight of each kind of related bot turn; and test accuracy per kind of target turn.
 ``DIR/plots/<target>_by_kind.png`` shows the per-kind weights and each row's per-kind accuracy minus ``union``'s.
 """
 
@@ -63,8 +63,8 @@ CELLS: dict[str, dict] = {
     "lookahead-holdout-refit": dict(estimator="lookahead", **FIXED_FOLD_AND_REFIT),
     "implicit-holdout-refit": dict(estimator="implicit", **FIXED_FOLD_AND_REFIT),
     "trajectory-holdout-refit": dict(TRAJECTORY, **FIXED_FOLD_AND_REFIT),
-    # implicit-holdout-refit's v diverged on female_elderly (negative curvature): the damping mirrors it
-    "implicit-mirror-holdout-refit": dict(estimator="implicit", implicit_mirror_negative=True, **FIXED_FOLD_AND_REFIT),
+    # implicit-holdout-refit's v diverged on female_elderly (negative curvature of the Hessian): Gauss-Newton instead
+    "implicit-gn-holdout-refit": dict(estimator="implicit", implicit_gauss_newton=True, **FIXED_FOLD_AND_REFIT),
 }
 # cells run on female_elderly only: there a rotating fold proved no hold-out at this horizon (the model fits each
 # fold within the steps it trains on it; the outer loss on it falls to about 1e-6), so small/ has the other cells

@@ -57,6 +57,9 @@ def base_config() -> ml_collections.ConfigDict:
     # implicit: raise the damping to mirror the most negative curvature of H seen along v (keeps v bounded where
     # H is indefinite, at the price of a more damped, shorter-sighted v; metadial.estimators.Implicit)
     c.implicit_mirror_negative = False
+    # implicit: the Gauss-Newton matrix instead of the Hessian (positive semi-definite, so v stays bounded with the
+    # damping alone; the model's loss must be a metadial.losses.OutputLoss, as both experiments' are)
+    c.implicit_gauss_newton = False
     c.trajectory_steps = 100  # trajectory: real steps per segment (the run's steps are rounded to a multiple)
     # related batches of meta methods: "uniform", or "weighted" (drawn with probability (1 - share) * w / sum(w)
     # + share / N, with importance factors that keep the objective; metadial.sampling), the probabilities

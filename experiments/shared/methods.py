@@ -60,6 +60,7 @@ def estimator(config: ml_collections.ConfigDict, remat: bool = False) -> Estimat
             config.implicit_learning_rate,
             config.implicit_damping,
             mirror_negative=config.implicit_mirror_negative,
+            gauss_newton=config.implicit_gauss_newton,
         )
     if config.estimator == "trajectory":
         return Trajectory(config.trajectory_steps)

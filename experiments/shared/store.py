@@ -45,6 +45,7 @@ _ADDED_FIELDS = {
     "implicit_learning_rate": 0.005,
     "implicit_damping": 0.01,
     "implicit_mirror_negative": False,
+    "implicit_gauss_newton": False,
     "trajectory_steps": 100,
     "related_sampling": "uniform",
     "sampling_uniform_share": 0.1,

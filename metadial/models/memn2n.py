@@ -9,13 +9,11 @@ examples (``task == 0``) pass through an extra linear projection before scoring 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
+from metadial.losses import OutputLoss, cross_entropy
 from metadial.models import apply_model
 
 TARGET_TASK, RELATED_TASK = 0, 1
@@ -145,16 +143,16 @@ class MemoryGate(nn.Module):
         return nn.Dense(1)(h)[..., 0]
 
 
-def response_loss_fn(model: MemN2N) -> Callable:
-    """``loss_fn(params, batch) -> (B,)`` cross-entropy over the batch's own candidate set."""
+def response_loss_fn(model: MemN2N) -> OutputLoss:
+    """``loss_fn(params, batch) -> (B,)`` cross-entropy over the batch's own candidate set (an ``OutputLoss``:
+    the candidates' scores, then the cross-entropy)."""
 
-    def loss_fn(params, batch):
-        logits = apply_model(
+    def logits(params, batch):
+        return apply_model(
             model, params, batch["memory"], batch["texts"], batch["query"], batch["candidates"], batch["task"]
         )
-        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["answer"])
 
-    return loss_fn
+    return OutputLoss(logits, cross_entropy("answer"))
 
 
 def pool_embeddings(model: MemN2N, params, texts: dict[str, jax.Array], candidates: dict[str, jax.Array]) -> tuple:

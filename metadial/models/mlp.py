@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
+from metadial.losses import OutputLoss, cross_entropy
 from metadial.models import apply_model
 
 
@@ -25,14 +25,14 @@ class MLPClassifier(nn.Module):
         return nn.Dense(self.num_classes)(x)
 
 
-def classification_loss_fn(module: nn.Module, inputs_fn: Callable) -> Callable:
-    """``loss_fn(params, batch) -> (B,)`` softmax cross-entropy of ``module`` on ``inputs_fn(batch)``."""
+def classification_loss_fn(module: nn.Module, inputs_fn: Callable) -> OutputLoss:
+    """``loss_fn(params, batch) -> (B,)`` softmax cross-entropy of ``module`` on ``inputs_fn(batch)`` (an
+    ``OutputLoss``: the logits, then the cross-entropy with ``batch["y"]``)."""
 
-    def loss_fn(params, batch):
-        logits = apply_model(module, params, inputs_fn(batch))
-        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"])
+    def logits(params, batch):
+        return apply_model(module, params, inputs_fn(batch))
 
-    return loss_fn
+    return OutputLoss(logits, cross_entropy("y"))
 
 
 def accuracy(module: nn.Module, params, x: jax.Array, y: jax.Array) -> jax.Array:
