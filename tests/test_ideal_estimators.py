@@ -14,7 +14,22 @@ def test_cells_cover_every_estimator_and_sampling_at_each_level():
         ("corrupt_75", "lookahead-uniform"),
         ("corrupt_75", "lookahead-weighted"),
     ]
-    assert len(cells) == 2 * (1 + 3 * 2 + 2 + 9) and names[-1] == ("corrupt_90", "trajectory-uniform-lr-holdout-refit")
+    assert len(cells) == 2 * (1 + 3 * 2 + 2 + 9 + 2) and names[-1] == (
+        "corrupt_90",
+        "implicit-weighted-gn-holdout-refit",
+    )
+    gauss_newton = dict((name, config) for level, name, config in cells if level == "corrupt_75")[
+        "implicit-weighted-gn"
+    ]
+    assert (gauss_newton.estimator, gauss_newton.implicit_gauss_newton, gauss_newton.meta_holdout) == (
+        "implicit",
+        True,
+        0,
+    )
+    assert estimators._row_name("implicit-weighted-gn-holdout-refit", "meta_net") == (
+        "meta_net, implicit, weighted, Gauss-Newton, outer loss on 25% held out (fixed fold), then a final fit on all "
+        "of it"
+    )
     c = dict((name, config) for level, name, config in cells if level == "corrupt_90")["implicit-weighted"]
     assert (c.methods, c.estimator, c.related_sampling, c.corrupt_fraction) == (
         ("meta_net",),

@@ -82,6 +82,7 @@ def row_name(record: dict) -> str:
     if record["method"] != "meta_net":
         return record["method"]
     details = [record.get("estimator") or "lookahead"]
+    details += ["Gauss-Newton"] if record.get("implicit_gauss_newton") else []
     details += ["weighted"] if record.get("related_sampling") == "weighted" else []
     details += ["held out"] if record.get("meta_holdout") else []
     details += ["final fit"] if "before_refit" in record else []

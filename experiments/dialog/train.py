@@ -211,6 +211,8 @@ def run_one(
         "eval_every": budget.eval_every,
         "resumed_from_step": result.resumed_from,
     }
+    if program.method.meta and c.estimator == "implicit" and c.implicit_gauss_newton:
+        record["implicit_gauss_newton"] = True
     if before_refit is not None:
         record["before_refit"] = before_refit
     # the wall-clock of the whole run: a resumed run adds what it had spent up to its checkpoint

@@ -15,7 +15,8 @@ steps, so its meta-gradient was exactly 0 from then on), and 0.2 (uniform sampli
 The ``...-holdout`` cells (of the best cell of each estimator) take the outer loss on a held-out quarter of the
 target data (``meta_holdout``): a fixed fold the model never trains on, that fold followed by a final fit
 (``-refit``: a fresh model trained on all the target data with the learned weighting held fixed,
-``meta_holdout_refit``), or a fold that rotates every ``HOLDOUT_ROTATION`` steps. ``DIR/summary.md`` holds test
+``meta_holdout_refit``), or a fold that rotates every ``HOLDOUT_ROTATION`` steps. The ``-gn`` cells are ``implicit``
+with the Gauss-Newton matrix for the Hessian (``implicit_gauss_newton``). ``DIR/summary.md`` holds test
 accuracy (mean ± std over seeds) per cell and level, each cell's seed-to-seed spread relative to the oracle's, and
 the paired difference to the oracle. What each estimator costs per step is measured by ``python -m
 experiments.ideal.bench`` (``bench.json``, ``estimators``).
@@ -100,6 +101,14 @@ def cells(config: ml_collections.ConfigDict) -> list[tuple[str, str, ml_collecti
                         ),
                     )
                 )
+        # implicit with the Gauss-Newton matrix for the Hessian (implicit_gauss_newton), as on the dialog task
+        gauss_newton = dict(
+            methods=("meta_net",), estimator="implicit", related_sampling="weighted", implicit_gauss_newton=True
+        )
+        variants += [
+            ("implicit-weighted-gn", gauss_newton),
+            ("implicit-weighted-gn-holdout-refit", dict(gauss_newton, meta_holdout=HOLDOUT, meta_holdout_refit=True)),
+        ]
         for name, changes in variants:
             c = copy.deepcopy(config)
             c.update(dict(changes, corrupt_fraction=fraction))
@@ -111,8 +120,10 @@ def cells(config: ml_collections.ConfigDict) -> list[tuple[str, str, ml_collecti
 def _row_name(name: str, method: str) -> str:
     if name == "baselines":
         return method
-    parts = name.split("-")  # <estimator>-<sampling>[-lr][-holdout[-rotating|-refit]]
+    parts = name.split("-")  # <estimator>-<sampling>[-lr|-gn][-holdout[-rotating|-refit]]
     text = f"meta_net, {parts[0]}, {parts[1]}"
+    if "gn" in parts:
+        text += ", Gauss-Newton"
     if "lr" in parts:
         text += f", meta lr {TRAJECTORY_META_LR}"
     if "holdout" in parts:

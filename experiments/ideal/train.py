@@ -252,6 +252,8 @@ def run_one(
         "mean_weight_corrupted": None,
         "resumed_from_step": result.resumed_from,
     }
+    if program.method.meta and c.estimator == "implicit" and c.implicit_gauss_newton:
+        record["implicit_gauss_newton"] = True
     if before_refit is not None:
         record["before_refit"] = before_refit
     if weights is not None:
