@@ -28,8 +28,12 @@ def test_cells_reuse_the_sweep_for_babi_and_run_every_row_for_the_second_source(
         (100,),
         1,
     )
-    implicit = by_name[("babi", "female_young", "meta_net-implicit-weighted-holdout-refit")]
-    assert (implicit.estimator, implicit.related_sampling) == ("implicit", "weighted")
+    implicit = by_name[("babi", "female_young", "meta_net-implicit-gn-weighted-holdout-refit")]
+    assert (implicit.estimator, implicit.related_sampling, implicit.implicit_gauss_newton) == (
+        "implicit",
+        "weighted",
+        True,
+    )
     for held_out in (implicit, by_name[("babi+profiles", "male_young", "meta_net-trajectory-holdout-refit")]):
         assert (held_out.meta_holdout, held_out.meta_holdout_rotation, held_out.meta_holdout_refit) == (0.25, 0, True)
     assert implicit.checkpoint_every % implicit.sampling_every == 0
@@ -44,7 +48,9 @@ def test_rows_name_the_estimator_and_old_records_are_the_lookahead():
     assert converged.row_name(implicit) == "meta_net (implicit, weighted, held out)"
     assert converged.row_name(dict(implicit, meta_holdout=0.0)) == "meta_net (implicit, weighted)"
     refit = dict(implicit, before_refit={"test_response_accuracy": 0.7})
-    assert converged.row_name(refit) == "meta_net (implicit, weighted, held out, final fit)" in converged.ROWS
+    assert converged.row_name(refit) == "meta_net (implicit, weighted, held out, final fit)"
+    gauss_newton = converged.row_name(dict(refit, implicit_gauss_newton=True))
+    assert gauss_newton == "meta_net (implicit, Gauss-Newton, weighted, held out, final fit)" in converged.ROWS
     trajectory = {"method": "meta_net", "estimator": "trajectory", "related_sampling": "uniform", "meta_holdout": 0.25}
     trajectory["before_refit"] = {"test_response_accuracy": 0.7}
     assert converged.row_name(trajectory) == "meta_net (trajectory, held out, final fit)" in converged.ROWS
@@ -58,15 +64,16 @@ def test_goal_needs_every_profile_three_points_above_union():
             out += [
                 {"row": "union", "target_set": p, "test_response_accuracy": 0.70},
                 {
-                    "row": "meta_net (implicit, weighted, held out, final fit)",
+                    "row": "meta_net (implicit, Gauss-Newton, weighted, held out, final fit)",
                     "target_set": p,
                     "test_response_accuracy": 0.70 + d / 100,
                 },
             ]
         return out
 
-    assert ": met. Best: `meta_net (implicit, weighted, held out, final fit)`, +3.50" in converged.goal_text(
-        records([3.5] * 6)
+    assert (
+        ": met. Best: `meta_net (implicit, Gauss-Newton, weighted, held out, final fit)`, +3.50"
+        in converged.goal_text(records([3.5] * 6))
     )
     assert ": not met." in converged.goal_text(records([6.0] * 5 + [2.0]))  # one profile below 3
     assert ": not met." in converged.goal_text(records([4.0] * 5))  # only 5 of 6 profiles

@@ -34,6 +34,13 @@ def test_cells_run_meta_net_with_each_estimator_on_each_target():
     assert (held_out_trajectory.meta_holdout, held_out_trajectory.meta_max_nonfinite) == (0.25, 10)
     refit = by_name[("small", "trajectory-holdout-refit")]
     assert (refit.meta_holdout, refit.meta_holdout_rotation, refit.meta_holdout_refit) == (0.25, 0, True)
+    gauss_newton = by_name[("small", "implicit-gn-holdout-refit")]
+    assert (gauss_newton.estimator, gauss_newton.implicit_gauss_newton, gauss_newton.meta_holdout_refit) == (
+        "implicit",
+        True,
+        True,
+    )
+    assert ("small", "implicit-holdout-refit") not in by_name and not cells[0][2].implicit_gauss_newton
     with pytest.raises(ConfigError, match="--targets: nobody not known"):
         estimators.cells(get_config(), ["nobody"])
 

@@ -13,7 +13,9 @@ five profiles; ``config.related_sources``). The rows:
   converged sweep's runs (``--sweep``, same config); with ``babi+profiles``, run here (``target_only`` does not
   use related data: its ``babi`` runs serve both tables);
 * ``mwnet`` (Meta-Weight-Net, the published one-step look-ahead);
-* ``meta_net (implicit, weighted, held out, final fit)``: the estimator and sampling that won on the ideal task;
+* ``meta_net (implicit, Gauss-Newton, weighted, held out, final fit)``: the estimator and sampling that won on the
+  ideal task, with the Gauss-Newton matrix for the Hessian (with the Hessian, ``v`` diverged on ``female_elderly``:
+  the dialog model's Hessian is indefinite; ``experiments.dialog.estimators``);
 * ``meta_net (trajectory, held out, final fit)``: segments of ``TRAJECTORY_STEPS`` real steps
   (``experiments.dialog.estimators``).
 
@@ -57,9 +59,9 @@ HELD_OUT = FIXED_FOLD_AND_REFIT  # the long-horizon rows: outer loss on a fixed 
 CELLS: dict[str, tuple[tuple[str, ...], dict]] = {
     "base": (BASE_METHODS, LOOKAHEAD),
     "mwnet": (("mwnet",), LOOKAHEAD),
-    "meta_net-implicit-weighted-holdout-refit": (
+    "meta_net-implicit-gn-weighted-holdout-refit": (
         ("meta_net",),
-        dict(estimator="implicit", related_sampling="weighted", **HELD_OUT),
+        dict(estimator="implicit", implicit_gauss_newton=True, related_sampling="weighted", **HELD_OUT),
     ),
     "meta_net-trajectory-holdout-refit": (("meta_net",), dict(TRAJECTORY, related_sampling="uniform", **HELD_OUT)),
 }
@@ -70,7 +72,7 @@ ROWS = [
     "l2rw",
     "mwnet",
     "meta_net (lookahead)",
-    "meta_net (implicit, weighted, held out, final fit)",
+    "meta_net (implicit, Gauss-Newton, weighted, held out, final fit)",
     "meta_net (trajectory, held out, final fit)",
 ]
 GOAL_POINTS = 3.0
