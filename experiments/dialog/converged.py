@@ -47,7 +47,7 @@ from experiments.dialog.estimators import FIXED_FOLD_AND_REFIT, TRAJECTORY
 from experiments.dialog.sweep import STOP_TABLE_COLUMNS, profile_tables
 from experiments.shared.cli import report, run_launcher
 from experiments.shared.config import ConfigError, as_list
-from experiments.shared.store import diverged_step, run_cell
+from experiments.shared.store import diverged_cells, run_cell
 from experiments.shared.tables import summary_table
 from metadial.data.dialog_tasks import PROFILES, RELATED_SOURCES
 from metadial.io import atomic_write_json, atomic_write_text, read_json
@@ -209,10 +209,8 @@ def summarize(config: ml_collections.ConfigDict, workdir: str, sweep: str, relat
         rows = [row for row in ROWS if any(r["method"] == row for r in part)]
         text += profile_tables(part, rows)
         for profile in PROFILES:
-            for name in CELLS:
-                step = diverged_step(os.path.join(workdir, sources, profile, name))
-                if step is not None:
-                    text += f"\n`{name}` on `{profile}` diverged: non-finite values at step {step} (no record).\n"
+            for name, step in diverged_cells(os.path.join(workdir, sources, profile), CELLS):
+                text += f"\n`{name}` on `{profile}` diverged: non-finite values at step {step} (no record).\n"
         text += "\n" + goal_text([dict(r, row=r["method"]) for r in part])
         text += "\nWhen each run stopped (steps; mean ± std over profiles):\n\n"
         text += summary_table(part, ["method"], STOP_TABLE_COLUMNS)

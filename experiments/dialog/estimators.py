@@ -30,9 +30,10 @@ import ml_collections
 from absl import flags
 
 from experiments.dialog import train
+from experiments.shared import store
 from experiments.shared.cli import report, run_launcher
 from experiments.shared.config import ConfigError, as_list
-from experiments.shared.store import DIVERGED, diverged_step, run_cell
+from experiments.shared.store import DIVERGED, run_cell
 from experiments.shared.tables import summary_table
 from metadial.data.dialog_tasks import PROFILES
 from metadial.io import atomic_write_text, read_json
@@ -134,13 +135,8 @@ def load(workdir: str, sweep: str, targets: list[str]) -> dict[str, tuple[list[d
 
 def diverged_cells(workdir: str, targets: list[str]) -> dict[str, list[tuple[str, int]]]:
     """Per target set, ``(cell, step)`` of the cells whose run stopped on non-finite values (``DIVERGED``)."""
-    out: dict[str, list[tuple[str, int]]] = {}
-    for target in targets:
-        for name in CELLS:
-            step = diverged_step(os.path.join(workdir, target, name))
-            if step is not None:
-                out.setdefault(target, []).append((name, step))
-    return out
+    cells = {target: store.diverged_cells(os.path.join(workdir, target), CELLS) for target in targets}
+    return {target: found for target, found in cells.items() if found}
 
 
 def summarize(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import ml_collections
 from absl import logging
@@ -184,3 +184,9 @@ def diverged_step(cell: str) -> int | None:
     """The step at which the cell's run hit non-finite values (``run_cell``), or None."""
     path = os.path.join(cell, DIVERGED)
     return int(read_json(path)["step"]) if os.path.exists(path) else None
+
+
+def diverged_cells(folder: str, names: Iterable[str]) -> list[tuple[str, int]]:
+    """``(name, step)`` of the cells ``folder/<name>`` whose run hit non-finite values (``run_cell``)."""
+    steps = [(name, diverged_step(os.path.join(folder, name))) for name in names]
+    return [(name, step) for name, step in steps if step is not None]
