@@ -10,7 +10,8 @@ work, such as the logged weight statistics). Writes ``DIR/dialog_bench.json`` (`
 ``DIR/dialog_bench_<profile>.json`` for a profile's target set) and prints a table; ratios are to the
 ``target_only`` and the ``union`` step. Run it on an otherwise idle machine.
 
-Under ``estimators``, ``meta_net`` with each estimator of ``--estimators`` (``trajectory`` once per segment
+Under ``estimators``, ``meta_net`` with each estimator of ``--estimators`` (``implicit-gn``: ``implicit`` with the
+Gauss-Newton matrix; ``trajectory`` once per segment
 length of ``--trajectory_steps``): its step time (per real step for a trajectory segment, through the
 launcher's step function), its ratio to the ``union`` step, the compiled step's temporary memory and how long
 it took to compile.
@@ -31,7 +32,7 @@ from ml_collections import config_flags
 from experiments.dialog.data import load_data
 from experiments.dialog.program import DialogProgram
 from experiments.dialog.train import DEFAULT_CONFIG, Budget, validate_config
-from experiments.shared.bench import median_ms
+from experiments.shared.bench import BENCH_ESTIMATORS, estimator_config, median_ms
 from metadial.io import atomic_write_json
 
 FLAGS = flags.FLAGS
@@ -106,8 +107,7 @@ def bench_estimators(
     settings = [(e, t) for e in estimators for t in (trajectory_steps if e == "trajectory" else [0])]
     out = {}
     for name, steps in settings:
-        cfg = config.copy_and_resolve_references()
-        cfg.estimator = name
+        cfg = estimator_config(config, name)
         if steps:
             cfg.trajectory_steps = steps
         program = DialogProgram("meta_net", cfg, data)
@@ -170,6 +170,10 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "The dialog configuration.")
     flags.DEFINE_string("workdir", None, "Output folder for dialog_bench[_<profile>].json.", required=True)
     flags.DEFINE_integer("repeats", 30, "Timed calls per step (median); real steps for a trajectory segment.")
-    flags.DEFINE_list("estimators", ["lookahead", "implicit", "trajectory"], "meta_net's estimators to time.")
+    flags.DEFINE_list(
+        "estimators",
+        list(BENCH_ESTIMATORS),
+        "meta_net's estimators to time (implicit-gn: implicit with the Gauss-Newton matrix).",
+    )
     flags.DEFINE_list("trajectory_steps", ["50", "200"], "Segment lengths (real steps) of the trajectory estimator.")
     app.run(main)

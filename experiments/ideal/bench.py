@@ -9,7 +9,8 @@ Each is compiled first, then timed over ``--repeats`` calls (median, with ``bloc
 versions, and ``memory``: for K in
 ``--inner_steps`` with and without rematerialisation (``jax.checkpoint`` of each inner step), the compiled
 meta step's temporary (peak working) memory from XLA's memory analysis and its median time; and
-``estimators``: for each meta-gradient estimator (``config.estimator``), ``meta_net``'s step time with the config's
+``estimators``: for each meta-gradient estimator (``config.estimator``, and ``implicit-gn``: ``implicit`` with the
+Gauss-Newton matrix), ``meta_net``'s step time with the config's
 related sampling (for ``trajectory``, per real step of a segment of ``TRAJECTORY_STEPS``), its ``ratio`` to the plain
 step and its temporary memory.
 """
@@ -26,8 +27,7 @@ from ml_collections import config_flags
 
 from experiments.ideal.estimators import TRAJECTORY_STEPS
 from experiments.ideal.train import IdealData, IdealProgram
-from experiments.shared.bench import median_ms
-from experiments.shared.config import ESTIMATORS
+from experiments.shared.bench import BENCH_ESTIMATORS, estimator_config, median_ms
 from metadial.data.ideal import make_ideal_task
 from metadial.io import atomic_write_json
 
@@ -71,9 +71,9 @@ def bench(config, repeats: int, inner_steps: tuple[int, ...] = (1, 2, 4)) -> dic
             result["memory"].append(entry)
             logging.info("meta step K=%d remat=%s: %s", k, remat, entry)
     result["estimators"] = {}
-    for name in ESTIMATORS:
-        cfg = config.copy_and_resolve_references()
-        cfg.estimator, cfg.trajectory_steps = name, TRAJECTORY_STEPS
+    for name in BENCH_ESTIMATORS:
+        cfg = estimator_config(config, name)
+        cfg.trajectory_steps = TRAJECTORY_STEPS
         program = IdealProgram("meta_net", cfg)
         state = program.init(jax.random.key(1), data)
         compiled = program.train_step.lower(state, jax.random.key(0), data).compile()
