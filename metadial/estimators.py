@@ -71,8 +71,10 @@ def inner_objective(
 ) -> jax.Array:
     """The weighted related loss, plus the mean target loss when ``include_target``. A related batch drawn by
     weight (``metadial.sampling``) carries importance factors under ``IMPORTANCE``; they multiply the weights."""
+    # related losses traced first: the order fixes XLA's floating-point results, so runs reproduce bit for bit
+    related_losses = loss_fn(params, related_batch)
     target_losses = loss_fn(params, target_batch) if include_target else None
-    return combine_losses(loss_fn(params, related_batch), target_losses, weights, related_batch, normalize)
+    return combine_losses(related_losses, target_losses, weights, related_batch, normalize)
 
 
 def combine_losses(
