@@ -296,6 +296,7 @@ def test_gauss_newton_product_is_j_transpose_h_j_and_positive_where_the_hessian_
         weights = jax.random.uniform(keys[4], (6,))
         flat, unravel = ravel_pytree(params)
 
+        @jax.jit
         def product(vector):
             args = (loss_fn, unravel(flat), weights, target, related, include_target, True, unravel(vector))
             return ravel_pytree(gauss_newton_product(*args))[0]
@@ -311,15 +312,14 @@ def test_gauss_newton_product_is_j_transpose_h_j_and_positive_where_the_hessian_
             value = jnp.sum(related_losses) / jnp.sum(weights * related[IMPORTANCE])
             return value + (jnp.mean(loss_fn.loss(outs[1], target)) if include_target else 0.0)
 
-        jacobian = jax.jacobian(outputs)(flat)
-        gauss_newton = jacobian.T @ jax.hessian(objective_of_outputs)(outputs(flat)) @ jacobian
+        jacobian = jax.jit(jax.jacobian(outputs))(flat)
+        gauss_newton = jacobian.T @ jax.jit(jax.hessian(objective_of_outputs))(outputs(flat)) @ jacobian
         vectors = jax.random.normal(keys[5], (4, flat.size))
         for vector in vectors:
             np.testing.assert_allclose(product(vector), gauss_newton @ vector, rtol=1e-8, atol=1e-12)
         assert np.linalg.eigvalsh(gauss_newton)[0] > -1e-10
-        hessian = jax.hessian(
-            lambda p: inner_objective(loss_fn, unravel(p), weights, target, related, include_target, True)
-        )(flat)
+        objective = lambda p: inner_objective(loss_fn, unravel(p), weights, target, related, include_target, True)
+        hessian = jax.jit(jax.hessian(objective))(flat)
         assert np.linalg.eigvalsh(hessian)[0] < -1e-3
 
 
