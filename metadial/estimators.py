@@ -417,18 +417,18 @@ class Implicit(Estimator):
             hv, mixed = self._gauss_newton(problem, params, meta_params, v, target_batch, related_batch)
         else:
             hv, mixed = jax.grad(contracted, argnums=(0, 1))(params, meta_params)
-        vv = tree_vdot(v, v)
+        vv, vhv = tree_vdot(v, v), tree_vdot(v, hv)
         safe_vv = jnp.where(vv > 0, vv, 1.0)
         damping, metrics = self.damping, {}
         if isinstance(state, MirroredImplicitState):
-            along_v = jnp.where(vv > 0, tree_vdot(v, hv) / safe_vv, 0.0)  # the curvature of H along v
+            along_v = jnp.where(vv > 0, vhv / safe_vv, 0.0)  # the curvature of H along v
             negative = jnp.maximum(state.negative, -along_v).astype(state.negative.dtype)
             damping = self.damping + 2.0 * negative
             metrics["v_damping"] = damping
         residual = jax.tree.map(lambda h, x, g: h + damping * x - g, hv, v, outer_grads)
         step = self.learning_rate
         if self.cap_step:
-            rho = (tree_vdot(v, hv) + damping * vv) / safe_vv
+            rho = (vhv + damping * vv) / safe_vv
             curvature = jnp.maximum(curvature, jnp.where(vv > 0, rho, 0.0)).astype(curvature.dtype)
             step = jnp.where(curvature > 0, jnp.minimum(self.learning_rate, 1.0 / jnp.maximum(curvature, 1e-30)), step)
             metrics.update(v_curvature=curvature, v_step=step)
