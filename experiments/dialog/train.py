@@ -203,18 +203,13 @@ def run_one(
         "target_dialogs": size,
         "target_set": c.target_set,
         "related_sources": c.related_sources,
-        "estimator": c.estimator if program.method.meta else None,
-        "related_sampling": c.related_sampling if program.method.meta else None,
-        "meta_holdout": c.meta_holdout if program.takes_outer_batch else None,
+        **program.meta_fields(),
         **scores,
         "train_steps": budget.train_steps,
         "eval_every": budget.eval_every,
         "resumed_from_step": result.resumed_from,
     }
-    if program.method.meta and c.estimator == "implicit" and c.implicit_gauss_newton:
-        record["implicit_gauss_newton"] = True
-    if before_refit is not None:
-        record["before_refit"] = before_refit
+    program.add_optional_fields(record, before_refit)
     # the wall-clock of the whole run: a resumed run adds what it had spent up to its checkpoint
     record["wall_seconds"] = round(time.time() - start + carried, 1)
     return record, weights

@@ -225,7 +225,6 @@ def run_one(
     ``config.meta_holdout_refit``, a final fit follows (``<method>-refit``): a fresh model (same initial
     parameters) on all the target data and the related data, weighted by the learned weighting held fixed; the
     record's test accuracy is then the final fit's, ``before_refit`` the meta run's."""
-    c = program.config
     data = IdealData.from_task(task)
     pools = data.replicated_pools(program)
     k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
@@ -243,19 +242,14 @@ def run_one(
     record = {
         "method": program.name,
         "seed": seed,
-        "estimator": c.estimator if program.method.meta else None,
-        "related_sampling": c.related_sampling if program.method.meta else None,
-        "meta_holdout": c.meta_holdout if program.takes_outer_batch else None,
+        **program.meta_fields(),
         "test_accuracy": test_acc,
         "weight_auc": None,
         "mean_weight_correct": None,
         "mean_weight_corrupted": None,
         "resumed_from_step": result.resumed_from,
     }
-    if program.method.meta and c.estimator == "implicit" and c.implicit_gauss_newton:
-        record["implicit_gauss_newton"] = True
-    if before_refit is not None:
-        record["before_refit"] = before_refit
+    program.add_optional_fields(record, before_refit)
     if weights is not None:
         correct = task.related["correct"]
         record["weight_auc"] = roc_auc(weights, correct)

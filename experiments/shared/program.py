@@ -142,6 +142,26 @@ class Program(abc.ABC):
         whose outer loss held a fold out)."""
         return bool(self.config.meta_holdout_refit) and self.holds_out and self.method.meta
 
+    def meta_fields(self) -> dict[str, Any]:
+        """The record fields that say how a method learns its weights: ``estimator`` and ``related_sampling``
+        (meta methods; else None) and ``meta_holdout`` (methods with an outer loss; else None)."""
+        c, meta = self.config, self.method.meta
+        return {
+            "estimator": c.estimator if meta else None,
+            "related_sampling": c.related_sampling if meta else None,
+            "meta_holdout": c.meta_holdout if self.takes_outer_batch else None,
+        }
+
+    def add_optional_fields(self, record: dict[str, Any], before_refit: dict[str, Any] | None) -> None:
+        """Adds to ``record`` the fields only some runs have: ``implicit_gauss_newton`` (True for ``implicit`` with
+        the Gauss-Newton matrix; absent means False) and ``before_refit`` (the meta run's scores, with a final
+        fit)."""
+        c = self.config
+        if self.method.meta and c.estimator == "implicit" and c.implicit_gauss_newton:
+            record["implicit_gauss_newton"] = True
+        if before_refit is not None:
+            record["before_refit"] = before_refit
+
     def refit_program(self) -> Program:
         """The program of this method's final fit (``experiments.shared.methods.refit``), built once."""
         if self._refit is None:
