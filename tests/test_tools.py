@@ -149,3 +149,51 @@ def test_paired_differences_figure_of_a_sweep(tmp_path):
         (folder / "results.json").write_text(json.dumps(records))
     assert len(sweep_records(str(tmp_path))) == 6
     assert [p.rsplit("/", 1)[1] for p in make_plots(str(tmp_path))] == ["paired_differences.png"]
+
+
+def test_profile_table_groups_traced_operations_by_source_and_counts_the_candidate_set():
+    from tools.profile_step import hlo_instructions, op_microseconds, profile_table
+
+    hlo = "\n".join(
+        [
+            "ENTRY %main {",
+            '  %ynn_fusion.12 = f32[32,500]{1,0} fusion(%a, %b), kind=kCustom, metadata={op_name="jit(_train_step)/'
+            'jvp(MemN2N)/MemN2N.scores/dot_general" stack_frame_id=1}',
+            '  %ynn_fusion.9 = f32[32,20]{1,0} fusion(%c, %d), kind=kCustom, metadata={op_name="jit(_train_step)/'
+            'transpose(jvp(MemN2N))/MemN2N.scores/dot_general" stack_frame_id=2}',
+            '  %wrapped_scatter.2 = f32[700,20]{1,0} fusion(%e), kind=kLoop, metadata={op_name="jit(_train_step)/'
+            'jvp(MemN2N)/MemN2N.embed_candidates/scatter-add" stack_frame_id=3}',
+            '  ROOT %multiply_add_fusion = f32[900,20]{1,0} fusion(%f), kind=kLoop, metadata={op_name="jit(_train_step)'
+            '/add" stack_frame_id=4}',
+            "  %copy.1 = f32[20]{0} copy(%g)",
+            "}",
+        ]
+    )
+    instructions = hlo_instructions(hlo)
+    assert instructions["ynn_fusion.12"].source == "MemN2N/MemN2N.scores/dot_general"
+    assert instructions["ynn_fusion.12"].dims == (32, 500)
+    assert instructions["ynn_fusion.9"].source == "backward: MemN2N/MemN2N.scores/dot_general"
+    assert instructions["multiply_add_fusion"].source == "loss or optimizer: add"
+    assert "copy.1" not in instructions  # no source metadata
+    steps = 2
+    events = [
+        {"ph": "X", "name": "ynn_fusion.12", "dur": 3000},  # two steps of 3 ms
+        {"ph": "X", "name": "ynn_fusion.12", "dur": 3000},
+        {"ph": "X", "name": "ynn_fusion.9", "dur": 2000},
+        {"ph": "X", "name": "wrapped_scatter.2", "dur": 1000},
+        {"ph": "X", "name": "multiply_add_fusion", "dur": 4000},
+        {"ph": "X", "name": "ThunkExecutor::Execute", "dur": 99000},  # runtime, not an operation
+        {"ph": "i", "name": "ynn_fusion.9"},  # an instant event has no duration
+    ]
+    table = profile_table(op_microseconds(events), instructions, steps, num_candidates=500)
+    assert table["ms_per_step"] == pytest.approx(6.5)
+    # the logits (a dimension of 500 candidates) and the candidates' embedding; not the u gradient (32, 20)
+    assert table["candidate_ms_per_step"] == pytest.approx(3.5)
+    assert table["candidate_share"] == pytest.approx(3.5 / 6.5)
+    assert [g["source"] for g in table["groups"]] == [
+        "MemN2N/MemN2N.scores/dot_general",
+        "loss or optimizer: add",
+        "backward: MemN2N/MemN2N.scores/dot_general",
+        "MemN2N/MemN2N.embed_candidates/scatter-add",
+    ]
+    assert sum(g["share"] for g in table["groups"]) == pytest.approx(1.0)
