@@ -119,3 +119,62 @@ def test_a_diverging_cell_is_recorded_and_the_comparison_goes_on(tmp_path, monke
     calls.clear()
     converged.run(get_config(), out, sweep, ["babi"])
     assert len(calls) == 6 * (len(converged.CELLS) - 1) - 1
+
+
+def test_weights_by_source_and_kind_are_summarized_saved_and_drawn(tmp_path):
+    """Per (source, kind) means of known weights land in the summary, weights.json and the figures."""
+    from tools.plots import make_plots
+
+    out, sweep = tmp_path / "out", tmp_path / "sweep"
+    examples = [
+        {"kind": "api_call", "source": "babi"},
+        {"kind": "api_call", "source": "profiles"},
+        {"kind": "greeting", "source": "babi"},
+        {"kind": "greeting", "source": "profiles"},
+    ]
+    for i, profile in enumerate(PROFILES):
+        rec = lambda method, acc, **kw: dict(
+            {"method": method, "seed": 0, "target_dialogs": 100, "target_set": profile},
+            test_response_accuracy=acc,
+            best_step=10,
+            stopped_step=20,
+            train_steps=30,
+            wall_seconds=1.0,
+            **kw,
+        )
+        base = out / "babi+profiles" / profile / "base"
+        base.mkdir(parents=True)
+        records = [rec("union", 0.70), rec("meta_net", 0.70 + i / 1000, estimator="lookahead")]
+        (base / "results.json").write_text(json.dumps(records))
+        runs = [{"method": "meta_net", "seed": 0, "weights": [0.8, 0.4, 0.2, 0.1 * i]}]
+        (base / "related_weights.json").write_text(json.dumps({"examples": examples, "runs": runs}))
+    converged.run(get_config(), str(out), str(sweep), ["babi+profiles"], summarize_only=True)
+
+    weights = json.loads((out / "weights.json").read_text())["babi+profiles"]
+    assert [(e["row"], e["target_set"]) for e in weights] == [("meta_net (lookahead)", p) for p in PROFILES]
+    last = weights[-1]  # male_young: i = 5
+    assert last["by_kind"] == pytest.approx({"api_call": 0.6, "greeting": 0.35})
+    assert last["by_source"] == pytest.approx({"babi": 0.5, "profiles": 0.45})
+    assert last["by_source_kind"]["profiles"] == pytest.approx({"api_call": 0.4, "greeting": 0.5})
+    summary = (out / "summary.md").read_text()
+    assert "by source and kind of bot turn" in summary
+    # profiles' greeting weight over the six profiles: 0.0 .. 0.5, mean 0.25, std 0.17
+    assert "| meta_net (lookahead) | profiles | 6 | 0.40 ± 0.00 | 0.25 ± 0.17 |" in summary
+
+    made = {os.path.basename(p) for p in make_plots(str(out))}
+    assert made == {
+        "paired_differences_babi_profiles.png",
+        "weights_by_kind_babi_profiles.png",
+        "weights_by_source_and_kind_babi_profiles.png",
+    }
+
+
+def test_the_report_holds_the_committed_summary():
+    """``results/dialog_converged.md``'s block is the committed summary (``tools.publish``)."""
+    from pathlib import Path
+
+    from tools.publish import published_block
+
+    root = Path(__file__).resolve().parents[1] / "results"
+    summary = (root / "dialog_converged" / "summary.md").read_text()
+    assert published_block((root / "dialog_converged.md").read_text(), "dialog_converged") == summary.strip("\n")

@@ -12,6 +12,13 @@ Makes, from whatever the workdir holds:
   mean ± std over seeds;
 * ``paired_differences.png`` (a sweep's workdir, with ``profiles/<profile>/results.json``): each method's test
   per-response difference to ``union`` on every profile, and its mean (``target_only`` left out: far below).
+
+For the converged comparison's workdir (``experiments.dialog.converged``: records with a ``row``, and
+``weights.json``), one set per kind of related data ``<related>`` (``babi``, ``babi_profiles``):
+* ``paired_differences_<related>.png``: each row's difference to ``union`` on every profile, and its mean;
+* ``weights_by_kind_<related>.png``: each weighted row's mean learned weight per kind of related bot turn (mean
+  over profiles);
+* ``weights_by_source_and_kind_<related>.png`` (several sources): one panel per weighted row, a bar per source.
 """
 
 from __future__ import annotations
@@ -186,7 +193,7 @@ def grouped_kind_bars(panels: list[tuple[str, str, dict[str, dict[str, float]]]]
     return _save(fig, path)
 
 
-def paired_differences(records: list[dict], out: str) -> str | None:
+def paired_differences(records: list[dict], out: str, name: str = "paired_differences.png") -> str | None:
     """Per method, its test per-response difference to ``union`` (points) on each profile (one dot per profile)
     and the mean over profiles (a bar); ``records`` hold every profile's runs (``target_set``)."""
     union = {r["target_set"]: 100 * r["test_response_accuracy"] for r in records if r["method"] == "union"}
@@ -212,7 +219,7 @@ def paired_differences(records: list[dict], out: str) -> str | None:
     ax.invert_yaxis()
     ax.set_xlabel("test per-response accuracy minus union's (points); bar: mean over profiles")
     ax.legend(fontsize=7, loc="best")
-    return _save(fig, os.path.join(out, "paired_differences.png"))
+    return _save(fig, os.path.join(out, name))
 
 
 def sweep_records(workdir: str) -> list[dict]:
@@ -223,12 +230,46 @@ def sweep_records(workdir: str) -> list[dict]:
     return [r for p in sorted(os.listdir(folder)) for r in _load(os.path.join(folder, p, "results.json")) or []]
 
 
+def _mean_over_profiles(dicts: list[dict[str, float]]) -> dict[str, float]:
+    keys = sorted({k for d in dicts for k in d})
+    return {k: float(np.mean([d[k] for d in dicts if k in d])) for k in keys}
+
+
+def converged_plots(records: list[dict], weights: dict[str, list[dict]], out: str) -> list[str]:
+    """The converged comparison's figures (see the module docstring), one set per kind of related data."""
+    made = []
+    for sources in dict.fromkeys(r["related_sources"] for r in records):
+        tag = sources.replace("+", "_")
+        part = [dict(r, method=r["row"]) for r in records if r["related_sources"] == sources]
+        made.append(paired_differences(part, out, f"paired_differences_{tag}.png"))
+        entries = weights.get(sources, [])
+        rows = list(dict.fromkeys(e["row"] for e in entries))
+        by_kind = {row: _mean_over_profiles([e["by_kind"] for e in entries if e["row"] == row]) for row in rows}
+        title = f"mean learned weight per kind of related bot turn (mean over profiles; related: {sources})"
+        made.append(
+            grouped_kind_bars(
+                [(title, "mean learned weight", by_kind)], os.path.join(out, f"weights_by_kind_{tag}.png")
+            )
+        )
+        panels = []
+        for row in rows:
+            several = [e["by_source_kind"] for e in entries if e["row"] == row and "by_source_kind" in e]
+            names = sorted({s for e in several for s in e})
+            by_source = {n: _mean_over_profiles([e[n] for e in several if n in e]) for n in names}
+            panels.append((f"{row} (mean over profiles)", "mean learned weight", by_source))
+        made.append(grouped_kind_bars(panels, os.path.join(out, f"weights_by_source_and_kind_{tag}.png")))
+    return [p for p in made if p]
+
+
 def make_plots(workdir: str, out: str | None = None) -> list[str]:
     """Writes every figure the workdir's files allow; returns their paths."""
     out = out or os.path.join(workdir, "plots")
     os.makedirs(out, exist_ok=True)
+    records = _load(os.path.join(workdir, "results.json")) or []
+    if records and all("row" in r for r in records):  # the converged comparison's
+        return converged_plots(records, _load(os.path.join(workdir, "weights.json")) or {}, out)
     made = [
-        accuracy_plot(_load(os.path.join(workdir, "results.json")) or [], out),
+        accuracy_plot(records, out),
         weight_histograms(_load(os.path.join(workdir, "related_weights.json")) or {}, out),
         weights_over_training(_load(os.path.join(workdir, "metrics.jsonl")) or [], out),
         weights_by_source(_load(os.path.join(workdir, "related_weights.json")) or {}, out),

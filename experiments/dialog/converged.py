@@ -26,11 +26,13 @@ model trains on rewards dropping the related data (the model then fits those exa
 is fitted within the steps the model trains on it (its outer loss falls to about 1e-6 on ``female_elderly``).
 
 Each cell is an ordinary launcher workdir ``DIR/<related>/<profile>/<cell>``. ``DIR/results.json`` holds every
-record of the comparison (each with ``row`` and ``related_sources``); ``DIR/summary.md`` (and
-``results/dialog_converged.md``, with the command) holds, per kind of related data: test per-response accuracy per
-profile with mean ± std, the paired difference to ``union`` (mean, std, wins out of 6), whether the goal (the best
-``meta_net`` at least 3 points above ``union`` on average and on every profile) is met, when the runs stopped, and
-the mean learned weight per kind of turn (and per source).
+record of the comparison (each with ``row`` and ``related_sources``); ``DIR/summary.md`` holds, per kind of
+related data: test per-response accuracy per profile with mean ± std, the paired difference to ``union`` (mean,
+std, wins out of 6), whether the goal (the best ``meta_net`` at least 3 points above ``union`` on average and on
+every profile) is met, when the runs stopped, and the mean learned weight per kind of turn (and, with several
+sources, per source and per source and kind). ``DIR/weights.json`` holds those weight means per run, from which
+``python -m tools.plots --workdir=DIR`` draws the figures. ``python -m tools.publish --summary=DIR/summary.md
+--name=dialog_converged --readme=results/dialog_converged.md`` copies the summary into the report.
 """
 
 from __future__ import annotations
@@ -144,9 +146,11 @@ def collect(workdir: str, sweep: str, related: list[str]) -> list[dict]:
     return records
 
 
-def weight_rows(workdir: str, sweep: str, sources: str) -> tuple[list[dict], list[dict]]:
-    """Per weighted run: mean weight per kind of turn (rows ``row`` x kinds), and per source (with several)."""
-    by_kind, by_source = [], []
+def weight_rows(workdir: str, sweep: str, sources: str) -> list[dict]:
+    """Per weighted run (``mwnet``, ``meta_net``) on every profile: its ``row``, ``target_set``, the mean learned
+    weight per kind of related bot turn (``by_kind``) and, with several sources, per source (``by_source``) and
+    per source and kind (``by_source_kind``: source -> kind -> mean)."""
+    out = []
     for profile in PROFILES:
         folders = [os.path.join(workdir, sources, profile, name) for name in CELLS]
         if sources == "babi":
@@ -158,16 +162,41 @@ def weight_rows(workdir: str, sweep: str, sources: str) -> tuple[list[dict], lis
             weights = read_json(path)
             kinds = np.asarray([e["kind"] for e in weights["examples"]])
             source = np.asarray([e.get("source", "babi") for e in weights["examples"]])
+            names = sorted(set(source.tolist()))
             results = {(r["method"], r["seed"]): r for r in read_json(os.path.join(folder, "results.json"))}
             for run in weights["runs"]:
                 record = results.get((run["method"], run["seed"]))
                 if run["method"] not in ("mwnet", "meta_net") or record is None:
                     continue
-                w, row = np.asarray(run["weights"]), row_name(record)
-                by_kind.append(dict(row=row, **train.mean_by_kind(w, kinds)))
-                if len(set(source)) > 1:
-                    by_source.append(dict(row=row, **{s: float(w[source == s].mean()) for s in sorted(set(source))}))
-    return by_kind, by_source
+                w = np.asarray(run["weights"])
+                entry = dict(row=row_name(record), target_set=profile, by_kind=train.mean_by_kind(w, kinds))
+                if len(names) > 1:
+                    entry["by_source"] = train.mean_by_kind(w, source)
+                    entry["by_source_kind"] = {s: train.mean_by_kind(w[source == s], kinds[source == s]) for s in names}
+                out.append(entry)
+    return out
+
+
+def weight_tables(entries: list[dict]) -> str:
+    """The mean learned weight by kind of turn, by source and by source and kind (mean ± std over profiles)."""
+    if not entries:
+        return ""
+    kinds = sorted({k for e in entries for k in e["by_kind"]})
+    text = "\nMean learned weight of the related examples by kind of bot turn (mean ± std over profiles):\n\n"
+    text += summary_table(
+        [dict(row=e["row"], **e["by_kind"]) for e in entries], ["row"], [(k, k, 1.0, 2) for k in kinds]
+    )
+    several = [e for e in entries if "by_source" in e]
+    if several:
+        names = sorted({s for e in several for s in e["by_source"]})
+        text += "\nMean learned weight of the related examples by source (mean ± std over profiles):\n\n"
+        rows = [dict(row=e["row"], **e["by_source"]) for e in several]
+        text += summary_table(rows, ["row"], [(s, s, 1.0, 2) for s in names])
+        text += "\nMean learned weight of the related examples by source and kind of bot turn (mean ± std over "
+        text += "profiles):\n\n"
+        rows = [dict(row=e["row"], source=s, **by) for e in several for s, by in e["by_source_kind"].items()]
+        text += summary_table(rows, ["row", "source"], [(k, k, 1.0, 2) for k in kinds])
+    return text
 
 
 def goal_text(records: list[dict]) -> str:
@@ -192,8 +221,10 @@ def goal_text(records: list[dict]) -> str:
     )
 
 
-def summarize(config: ml_collections.ConfigDict, workdir: str, sweep: str, related: list[str]) -> str:
-    """The comparison's tables from every finished run."""
+def summarize(
+    config: ml_collections.ConfigDict, workdir: str, sweep: str, related: list[str], weights: dict[str, list[dict]]
+) -> str:
+    """The comparison's tables from every finished run (``weights``: ``weight_rows`` per kind of related data)."""
     records = collect(workdir, sweep, related)
     text = (
         "Converged dialog comparison at 100 target dialogs per profile (one seed; the profiles are the replicates): "
@@ -214,15 +245,7 @@ def summarize(config: ml_collections.ConfigDict, workdir: str, sweep: str, relat
         text += "\n" + goal_text([dict(r, row=r["method"]) for r in part])
         text += "\nWhen each run stopped (steps; mean ± std over profiles):\n\n"
         text += summary_table(part, ["method"], STOP_TABLE_COLUMNS)
-        by_kind, by_source = weight_rows(workdir, sweep, sources)
-        if by_kind:
-            kinds = [k for k in by_kind[0] if k != "row"]
-            text += "\nMean learned weight of the related examples by kind of bot turn (mean ± std over profiles):\n\n"
-            text += summary_table(by_kind, ["row"], [(k, k, 1.0, 2) for k in kinds])
-        if by_source:
-            names = [k for k in by_source[0] if k != "row"]
-            text += "\nMean learned weight of the related examples by source (mean ± std over profiles):\n\n"
-            text += summary_table(by_source, ["row"], [(s, s, 1.0, 2) for s in names])
+        text += weight_tables(weights[sources])
     return text
 
 
@@ -232,10 +255,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, sweep: str, related, su
     todo = cells(config, related)  # every cell's config is checked before any data is read
 
     def write() -> str:
-        text = summarize(config, workdir, sweep, related)
+        weights = {sources: weight_rows(workdir, sweep, sources) for sources in related}
+        text = summarize(config, workdir, sweep, related, weights)
         os.makedirs(workdir, exist_ok=True)
         atomic_write_text(os.path.join(workdir, "summary.md"), text)
         atomic_write_json(os.path.join(workdir, "results.json"), collect(workdir, sweep, related))
+        atomic_write_json(os.path.join(workdir, "weights.json"), weights)  # for tools.plots
         return text
 
     if not summarize_only:
