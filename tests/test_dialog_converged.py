@@ -122,8 +122,9 @@ def test_a_diverging_cell_is_recorded_and_the_comparison_goes_on(tmp_path, monke
 
 
 def test_weights_by_source_and_kind_are_summarized_saved_and_drawn(tmp_path):
-    """Per (source, kind) means of known weights land in the summary, weights.json and the figures."""
-    from tools.plots import make_plots
+    """Per (source, kind) means of known weights land in the summary, weights.json and the figures; so do the
+    per-kind accuracy differences to union."""
+    from tools.plots import kind_differences_to_union, make_plots
 
     out, sweep = tmp_path / "out", tmp_path / "sweep"
     examples = [
@@ -144,7 +145,10 @@ def test_weights_by_source_and_kind_are_summarized_saved_and_drawn(tmp_path):
         )
         base = out / "babi+profiles" / profile / "base"
         base.mkdir(parents=True)
-        records = [rec("union", 0.70), rec("meta_net", 0.70 + i / 1000, estimator="lookahead")]
+        records = [
+            rec("union", 0.70, test_accuracy_by_kind={"api_call": 0.9, "greeting": 1.0}),
+            rec("meta_net", 0.70 + i / 1000, estimator="lookahead", test_accuracy_by_kind={"api_call": 0.9 + i / 100}),
+        ]
         (base / "results.json").write_text(json.dumps(records))
         runs = [{"method": "meta_net", "seed": 0, "weights": [0.8, 0.4, 0.2, 0.1 * i]}]
         (base / "related_weights.json").write_text(json.dumps({"examples": examples, "runs": runs}))
@@ -161,10 +165,14 @@ def test_weights_by_source_and_kind_are_summarized_saved_and_drawn(tmp_path):
     # profiles' greeting weight over the six profiles: 0.0 .. 0.5, mean 0.25, std 0.17
     assert "| meta_net (lookahead) | profiles | 6 | 0.40 ± 0.00 | 0.25 ± 0.17 |" in summary
 
+    assert "by kind of target bot turn" in summary
+    records = [dict(r, method=r["row"]) for r in json.loads((out / "results.json").read_text())]
+    differences = kind_differences_to_union([r for r in records if r["related_sources"] == "babi+profiles"])
+    assert differences == {"meta_net (lookahead)": pytest.approx({"api_call": 2.5})}  # mean of 0, 1, ..., 5 points
     made = {os.path.basename(p) for p in make_plots(str(out))}
     assert made == {
         "paired_differences_babi_profiles.png",
-        "weights_by_kind_babi_profiles.png",
+        "by_kind_babi_profiles.png",
         "weights_by_source_and_kind_babi_profiles.png",
     }
 

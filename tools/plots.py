@@ -16,8 +16,9 @@ Makes, from whatever the workdir holds:
 For the converged comparison's workdir (``experiments.dialog.converged``: records with a ``row``, and
 ``weights.json``), one set per kind of related data ``<related>`` (``babi``, ``babi_profiles``):
 * ``paired_differences_<related>.png``: each row's difference to ``union`` on every profile, and its mean;
-* ``weights_by_kind_<related>.png``: each weighted row's mean learned weight per kind of related bot turn (mean
-  over profiles);
+* ``by_kind_<related>.png``: each weighted row's mean learned weight per kind of related bot turn, and each row's
+  test accuracy per kind of target turn minus ``union``'s on the same profile (both means over profiles;
+  ``target_only`` left out: far below);
 * ``weights_by_source_and_kind_<related>.png`` (several sources): one panel per weighted row, a bar per source.
 """
 
@@ -235,6 +236,20 @@ def _mean_over_profiles(dicts: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([d[k] for d in dicts if k in d])) for k in keys}
 
 
+def kind_differences_to_union(records: list[dict]) -> dict[str, dict[str, float]]:
+    """Per method other than ``union``: its test accuracy per kind of target turn minus ``union``'s on the same
+    profile (points), mean over the profiles where both have it."""
+    union = {r["target_set"]: r["test_accuracy_by_kind"] for r in records if r["method"] == "union"}
+    out: dict[str, list[dict[str, float]]] = collections.defaultdict(list)
+    for r in records:
+        base = union.get(r["target_set"])
+        if r["method"] != "union" and base and "test_accuracy_by_kind" in r:
+            out[r["method"]].append(
+                {k: 100 * (v - base[k]) for k, v in r["test_accuracy_by_kind"].items() if k in base}
+            )
+    return {method: _mean_over_profiles(diffs) for method, diffs in out.items()}
+
+
 def converged_plots(records: list[dict], weights: dict[str, list[dict]], out: str) -> list[str]:
     """The converged comparison's figures (see the module docstring), one set per kind of related data."""
     made = []
@@ -245,12 +260,11 @@ def converged_plots(records: list[dict], weights: dict[str, list[dict]], out: st
         entries = weights.get(sources, [])
         rows = list(dict.fromkeys(e["row"] for e in entries))
         by_kind = {row: _mean_over_profiles([e["by_kind"] for e in entries if e["row"] == row]) for row in rows}
-        title = f"mean learned weight per kind of related bot turn (mean over profiles; related: {sources})"
-        made.append(
-            grouped_kind_bars(
-                [(title, "mean learned weight", by_kind)], os.path.join(out, f"weights_by_kind_{tag}.png")
-            )
-        )
+        title = f"related: {sources}; mean learned weight per kind of related bot turn (mean over profiles)"
+        differences = {m: d for m, d in kind_differences_to_union(part).items() if m != "target_only"}  # far below
+        title_acc = f"related: {sources}; test accuracy per kind of target turn minus union's (mean over profiles)"
+        panels = [(title, "mean learned weight", by_kind), (title_acc, "points", differences)]
+        made.append(grouped_kind_bars(panels, os.path.join(out, f"by_kind_{tag}.png")))
         panels = []
         for row in rows:
             several = [e["by_source_kind"] for e in entries if e["row"] == row and "by_source_kind" in e]

@@ -245,6 +245,10 @@ def summarize(
         text += "\n" + goal_text([dict(r, row=r["method"]) for r in part])
         text += "\nWhen each run stopped (steps; mean ± std over profiles):\n\n"
         text += summary_table(part, ["method"], STOP_TABLE_COLUMNS)
+        by_kind = train.kind_accuracy_table(part, ["method"])
+        if by_kind:
+            text += "\nTest per-response accuracy (%) by kind of target bot turn (mean ± std over profiles):\n\n"
+            text += by_kind
         text += weight_tables(weights[sources])
     return text
 
