@@ -197,3 +197,26 @@ def test_profile_table_groups_traced_operations_by_source_and_counts_the_candida
         "MemN2N/MemN2N.embed_candidates/scatter-add",
     ]
     assert sum(g["share"] for g in table["groups"]) == pytest.approx(1.0)
+
+
+def test_headroom_splits_the_lost_accuracy_by_kind_and_adds_up(tmp_path):
+    from metadial.data.dialog_tasks import PROFILES
+    from tools.headroom import headroom_table, lost_points
+
+    counts = {"api_call": 10, "options": 30, "greeting": 60}
+    accuracy = {"api_call": 0.5, "options": 0.1, "greeting": 1.0, "book": 0.9}  # book: no test turn, no loss
+    lost = lost_points(accuracy, counts)
+    assert lost == pytest.approx({"api_call": 5.0, "options": 27.0, "greeting": 0.0})
+    overall = sum(counts[k] * accuracy[k] for k in counts) / sum(counts.values())
+    assert sum(lost.values()) == pytest.approx(100 * (1 - overall))  # 100 - per-response accuracy
+    with pytest.raises(ValueError, match=r"no accuracy for the kinds \['options'\]"):
+        lost_points({"api_call": 1.0, "greeting": 1.0}, counts)
+
+    folder = tmp_path / "profiles" / PROFILES[0]
+    folder.mkdir(parents=True)
+    record = {"method": "union", "test_response_accuracy": overall, "test_accuracy_by_kind": accuracy}
+    (folder / "results.json").write_text(json.dumps([record, dict(record, method="l2rw")]))
+    table = headroom_table(str(tmp_path), ["union"], {PROFILES[0]: counts})
+    assert f"| union | {PROFILES[0]} | 68.0 | 5.00 | 0.00 | 27.00 | 32.00 |" in table
+    assert "| union | mean | 68.0 | 5.00 | 0.00 | 27.00 | 32.00 |" in table
+    assert "l2rw" not in table
