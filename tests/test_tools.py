@@ -201,7 +201,7 @@ def test_profile_table_groups_traced_operations_by_source_and_counts_the_candida
 
 def test_headroom_splits_the_lost_accuracy_by_kind_and_adds_up(tmp_path):
     from metadial.data.dialog_tasks import PROFILES
-    from tools.headroom import headroom_table, lost_points
+    from tools.headroom import headroom_rows, headroom_table, lost_points
 
     counts = {"api_call": 10, "options": 30, "greeting": 60}
     accuracy = {"api_call": 0.5, "options": 0.1, "greeting": 1.0, "book": 0.9}  # book: no test turn, no loss
@@ -214,9 +214,16 @@ def test_headroom_splits_the_lost_accuracy_by_kind_and_adds_up(tmp_path):
 
     folder = tmp_path / "profiles" / PROFILES[0]
     folder.mkdir(parents=True)
-    record = {"method": "union", "test_response_accuracy": overall, "test_accuracy_by_kind": accuracy}
+    record = {"method": "union", "seed": 0, "test_response_accuracy": overall, "test_accuracy_by_kind": accuracy}
     (folder / "results.json").write_text(json.dumps([record, dict(record, method="l2rw")]))
-    table = headroom_table(str(tmp_path), ["union"], {PROFILES[0]: counts})
+    table = headroom_table(headroom_rows(str(tmp_path), "profiles", ["union"]), {PROFILES[0]: counts})
     assert f"| union | {PROFILES[0]} | 68.0 | 5.00 | 0.00 | 27.00 | 32.00 |" in table
     assert "| union | mean | 68.0 | 5.00 | 0.00 | 27.00 | 32.00 |" in table
+    small = tmp_path / "small_100" / "small"
+    small.mkdir(parents=True)
+    perfect = dict(record, seed=1, test_response_accuracy=1.0, test_accuracy_by_kind=dict.fromkeys(counts, 1.0))
+    (small / "results.json").write_text(json.dumps([record, perfect]))
+    table_small = headroom_table(headroom_rows(str(tmp_path), "small_100", ["union"]), {"small": counts})
+    assert "| union | small, seed 1 | 100.0 | 0.00 | 0.00 | 0.00 | 0.00 |" in table_small
+    assert "| union | mean | 84.0 | 2.50 | 0.00 | 13.50 | 16.00 |" in table_small  # the mean of the two seeds
     assert "l2rw" not in table
