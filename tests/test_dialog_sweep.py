@@ -101,3 +101,19 @@ def test_summary_averages_kind_accuracy_and_kind_weights_over_profiles():
     text = sweep.summarize({"profiles": records}, get_config(), {"profiles": (runs, ["api_call", "ask_slot"])})
     assert "| meta_net | 2 | 85.0 ± 5.0 |" in text  # api_call accuracy over the two profiles
     assert "| meta_net | 100 | 2 | 0.30 ± 0.10 | 0.50 ± 0.50 |" in text  # weights of api_call, ask_slot
+
+
+def test_small_parts_pair_each_method_with_union_of_the_same_seed():
+    base = dict(target_set="small", target_dialogs=100, best_step=5, stopped_step=5, train_steps=9, eval_every=1)
+    acc = {"union": [0.70, 0.72, 0.74], "meta_net": [0.71, 0.70, 0.76]}
+    records = [
+        dict(base, method=m, seed=seed, test_response_accuracy=a, test_accuracy_by_kind={"api_call": a})
+        for m, values in acc.items()
+        for seed, a in enumerate(values)
+    ]
+    runs = [{"method": "meta_net", "target_dialogs": 100, "seed": s, "weights": [0.2 * s, 1.0]} for s in range(3)]
+    text = sweep.summarize({"small_100": records}, get_config(), {"small_100": (runs, ["api_call", "ask_slot"])})
+    assert "same seed:\n\n| method | mean | std | wins / seeds |" in text
+    assert "| meta_net | +0.33 | 1.70 | 2 / 3 |" in text  # differences +1, -2, +2 points
+    assert "| meta_net | 3 | 72.3 ± 2.6 |" in text  # api_call accuracy over the seeds
+    assert "| meta_net | 100 | 3 | 0.20 ± 0.16 | 1.00 ± 0.00 |" in text  # weights of api_call, ask_slot

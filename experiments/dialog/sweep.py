@@ -20,7 +20,8 @@ dialogs an epoch is ten times as many steps: 200 epochs are 127k steps, twice wh
 
 ``DIR/summary.md`` holds: per profile, test per-response accuracy of every method; mean ± std over profiles; each
 method's paired difference to ``union`` per profile (mean, std, wins out of 6); when each run stopped; and the
-small-set tables, each with its part's budget where it differs.
+small-set tables, each with its part's budget where it differs, the paired difference to ``union`` with the same
+seed, and accuracy per kind of target turn and learned weight per kind of related turn over seeds.
 """
 
 from __future__ import annotations
@@ -84,20 +85,28 @@ def profile_tables(records: list[dict], methods: list[str]) -> str:
             + " | ".join(cells)
             + f" | {format_mean_std([v / 100 if v is not None else None for v in values], 100, 1)} |\n"
         )
-    if "union" in methods:
-        text += (
-            "\nPaired difference to `union` (percentage points; > 0: better than `union`), over the profiles "
-            "where both ran:\n\n| method | mean | std | wins / profiles |\n|---|---|---|---|\n"
-        )
-        for m in methods:
-            if m == "union":
-                continue
-            diffs = [acc[(m, p)] - acc[("union", p)] for p in profiles if (m, p) in acc and ("union", p) in acc]
-            if diffs:
-                text += (
-                    f"| {m} | {np.mean(diffs):+.2f} | {np.std(diffs):.2f} | "
-                    f"{sum(d > 0 for d in diffs)} / {len(diffs)} |\n"
-                )
+    return text + paired_to_union(acc, methods, profiles, "profiles", "over the profiles where both ran")
+
+
+def paired_to_union(
+    acc: dict[tuple[str, object], float], methods: list[str], units: list, unit_name: str, pairing: str
+) -> str:
+    """Each method's paired difference to ``union`` in test accuracy (``acc``: (method, unit) -> %), over the
+    ``units`` (profiles, or seeds of one target set) where both ran: mean, std, wins ("" without ``union``)."""
+    if "union" not in methods:
+        return ""
+    text = (
+        f"\nPaired difference to `union` (percentage points; > 0: better than `union`), {pairing}:\n\n"
+        f"| method | mean | std | wins / {unit_name} |\n|---|---|---|---|\n"
+    )
+    for m in methods:
+        if m == "union":
+            continue
+        diffs = [acc[(m, u)] - acc[("union", u)] for u in units if (m, u) in acc and ("union", u) in acc]
+        if diffs:
+            text += (
+                f"| {m} | {np.mean(diffs):+.2f} | {np.std(diffs):.2f} | {sum(d > 0 for d in diffs)} / {len(diffs)} |\n"
+            )
     return text
 
 
@@ -191,7 +200,18 @@ def summarize(
                 ["method", "target_dialogs"],
                 [c for c in train.SUMMARY_COLUMNS if not c[0].endswith("dialog_accuracy")] + train.STOP_COLUMNS,
             )
+            acc = {(r["method"], r["seed"]): 100 * r["test_response_accuracy"] for r in results[part]}
+            seeds = sorted({r["seed"] for r in results[part]})
+            text += paired_to_union(acc, methods, seeds, "seeds", "same seed")
             text += "\n" + budget_hits(results[part], own.patience) + wall_clock(results[part])
+            by_kind = train.kind_accuracy_table(results[part], ["method"])
+            if by_kind:
+                text += "\nTest per-response accuracy (%) by kind of target bot turn, mean ± std over seeds:\n\n"
+                text += by_kind
+            weight_runs, kinds = weights.get(part, ([], []))
+            if weight_runs:
+                text += "\nMean learned weight of each kind of related bot turn, mean ± std over seeds:\n\n"
+                text += train.kind_table(weight_runs, kinds)
     return text
 
 
