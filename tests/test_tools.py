@@ -227,3 +227,34 @@ def test_headroom_splits_the_lost_accuracy_by_kind_and_adds_up(tmp_path):
     assert "| union | small, seed 1 | 100.0 | 0.00 | 0.00 | 0.00 | 0.00 |" in table_small
     assert "| union | mean | 84.0 | 2.50 | 0.00 | 13.50 | 16.00 |" in table_small  # the mean of the two seeds
     assert "l2rw" not in table
+
+
+def test_pack_runs_carries_only_the_unfinished_runs_latest_checkpoint(tmp_path, monkeypatch):
+    import numpy as np
+
+    from metadial.checkpoint import Checkpointer
+    from tools.pack_runs import pack, unpack
+
+    monkeypatch.chdir(tmp_path)
+    workdir = Path("results/sweep/small")
+    (workdir / "checkpoints").mkdir(parents=True)
+    (workdir / "results.json").write_text(json.dumps([{"method": "meta_net", "target_dialogs": 100, "seed": 0}]))
+    trees = {}
+    for run in ["meta_net-100-seed0", "meta_net-refit-100-seed0", "union-100-seed1"]:  # the first two finished
+        checkpointer = Checkpointer(str(workdir / "checkpoints" / run))
+        for step in (10, 20):
+            trees[run, step] = {"w": np.arange(3, dtype=np.float32) + step, "step": np.asarray(step)}
+            checkpointer.save(step, trees[run, step], info={"wall_seconds": 1.5 * step})
+        checkpointer.close()
+    (workdir / "checkpoints/union-100-seed1/30.orbax-checkpoint-tmp-0").mkdir()  # an interrupted save
+    unfinished = workdir / "checkpoints/union-100-seed1"
+    assert pack("runs.tar", "results") == [str(unfinished / "20"), str(unfinished / "info.json")]
+
+    (tmp_path / "elsewhere").mkdir()  # another machine's checkout
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert unpack(str(tmp_path / "runs.tar")) == [str(unfinished / "20")]
+    restored = Checkpointer(str(unfinished))
+    assert restored.latest_step() == 20 and restored.info(20) == {"wall_seconds": 30.0}
+    got = restored.restore(20, trees["union-100-seed1", 20])
+    np.testing.assert_array_equal(got["w"], trees["union-100-seed1", 20]["w"])
+    assert not (workdir / "checkpoints/meta_net-100-seed0").exists()
