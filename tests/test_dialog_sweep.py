@@ -44,6 +44,8 @@ def test_profile_tables_pair_each_method_with_union_per_profile():
     text = sweep.profile_tables(records, ["union", "meta_net"])
     assert "| union | 70.0 | 72.0 | 74.0 | 72.0 ± 1.6 |" in text
     assert "| meta_net | +0.67 | 1.25 | 2 / 3 |" in text  # differences +1, -1, +2 points
+    before_union = sweep.profile_tables([r for r in records if r["method"] != "union"], ["union", "meta_net"])
+    assert "Paired difference" not in before_union  # no empty table while no `union` run has finished
 
 
 def test_budget_hits_names_the_runs_that_used_the_whole_budget():

@@ -92,8 +92,9 @@ def paired_to_union(
     acc: dict[tuple[str, object], float], methods: list[str], units: list, unit_name: str, pairing: str
 ) -> str:
     """Each method's paired difference to ``union`` in test accuracy (``acc``: (method, unit) -> %), over the
-    ``units`` (profiles, or seeds of one target set) where both ran: mean, std, wins ("" without ``union``)."""
-    if "union" not in methods:
+    ``units`` (profiles, or seeds of one target set) where both ran: mean, std, wins ("" before a ``union`` run
+    has finished)."""
+    if "union" not in methods or not any(("union", u) in acc for u in units):
         return ""
     text = (
         f"\nPaired difference to `union` (percentage points; > 0: better than `union`), {pairing}:\n\n"
