@@ -239,6 +239,12 @@ def test_pack_runs_carries_only_the_unfinished_runs_latest_checkpoint(tmp_path, 
     workdir = Path("results/sweep/small")
     (workdir / "checkpoints").mkdir(parents=True)
     (workdir / "results.json").write_text(json.dumps([{"method": "meta_net", "target_dialogs": 100, "seed": 0}]))
+    ideal = Path("results/ideal")  # a finished ideal run's final fit is not carried either
+    (ideal / "checkpoints").mkdir(parents=True)
+    (ideal / "results.json").write_text(json.dumps([{"method": "meta_net", "seed": 0}]))
+    Checkpointer(str(ideal / "checkpoints/meta_net-refit-seed0")).save(5, {"w": np.zeros(2, np.float32)})
+    for folder in (workdir, ideal):
+        (folder / "config.json").write_text("{}")
     trees = {}
     for run in ["meta_net-100-seed0", "meta_net-refit-100-seed0", "union-100-seed1"]:  # the first two finished
         checkpointer = Checkpointer(str(workdir / "checkpoints" / run))

@@ -36,13 +36,13 @@ from metadial.io import atomic_write_text, read_json
 FLAGS = flags.FLAGS
 
 
-def launcher_workdirs(source: str) -> list[str]:
-    """The folders under ``source`` (itself included) that hold a launcher's ``config.json`` and
-    ``results.json``, relative to ``source``, sorted."""
+def launcher_workdirs(source: str, finished_runs: bool = True) -> list[str]:
+    """The folders under ``source`` (itself included) that hold a launcher's ``config.json`` and, with
+    ``finished_runs``, its ``results.json``, relative to ``source``, sorted."""
     found = []
     for folder, dirs, files in os.walk(source):
         dirs[:] = sorted(d for d in dirs if d not in ("checkpoints", "tensorboard", "plots"))
-        if "config.json" in files and "results.json" in files:
+        if "config.json" in files and ("results.json" in files or not finished_runs):
             found.append(os.path.relpath(folder, source))
     return sorted(found)
 

@@ -23,22 +23,25 @@ from absl import app, flags
 from experiments.dialog.train import run_name as dialog_run_name
 from experiments.ideal.train import run_name as ideal_run_name
 from experiments.shared.config import ConfigError
+from experiments.shared.program import refit_name
 from metadial.checkpoint import Checkpointer
 from metadial.io import read_json
+from tools.continue_runs import launcher_workdirs
 
 FLAGS = flags.FLAGS
 
 
 def finished_runs(workdir: str) -> set[str]:
-    """The run names (checkpoint folders) of the runs whose records ``workdir/results.json`` holds; a dialog
-    run with a final fit also finishes its ``<method>-refit`` run."""
+    """The run names (checkpoint folders) of the runs whose records ``workdir/results.json`` holds, with their
+    final fits' (``refit_name``)."""
     path = os.path.join(workdir, "results.json")
     names: set[str] = set()
     for r in read_json(path) if os.path.exists(path) else []:
-        if "target_dialogs" in r:
-            names |= {dialog_run_name(m, r["target_dialogs"], r["seed"]) for m in (r["method"], f"{r['method']}-refit")}
-        else:
-            names.add(ideal_run_name(r["method"], r["seed"]))
+        for method in (r["method"], refit_name(r["method"])):
+            if "target_dialogs" in r:
+                names.add(dialog_run_name(method, r["target_dialogs"], r["seed"]))
+            else:
+                names.add(ideal_run_name(method, r["seed"]))
     return names
 
 
@@ -46,24 +49,21 @@ def unfinished_checkpoints(under: str) -> list[str]:
     """The files to carry: for every ``<workdir>/checkpoints/<run>`` under ``under`` whose run is not finished
     and that has a complete checkpoint, its latest step's folder and its ``info.json`` (if any)."""
     paths = []
-    for dirpath, dirnames, _ in os.walk(under):
-        dirnames.sort()
-        if os.path.basename(dirpath) != "checkpoints":
-            continue
-        done = finished_runs(os.path.dirname(dirpath))
-        for run in dirnames:
+    for workdir in (os.path.normpath(os.path.join(under, w)) for w in launcher_workdirs(under, finished_runs=False)):
+        checkpoints = os.path.join(workdir, "checkpoints")
+        done = finished_runs(workdir)
+        for run in sorted(os.listdir(checkpoints)) if os.path.isdir(checkpoints) else []:
             if run in done:
                 continue
-            checkpointer = Checkpointer(os.path.join(dirpath, run))
+            checkpointer = Checkpointer(os.path.join(checkpoints, run))
             step = checkpointer.latest_step()
             checkpointer.close()
             if step is None:
                 continue
-            paths.append(os.path.join(dirpath, run, str(step)))
-            info = os.path.join(dirpath, run, "info.json")
+            paths.append(os.path.join(checkpoints, run, str(step)))
+            info = os.path.join(checkpoints, run, "info.json")
             if os.path.exists(info):
                 paths.append(info)
-        dirnames[:] = []  # a workdir's checkpoints hold no further workdirs
     return paths
 
 

@@ -165,7 +165,7 @@ class Program(abc.ABC):
     def refit_program(self) -> Program:
         """The program of this method's final fit (``experiments.shared.methods.refit``), built once."""
         if self._refit is None:
-            self._refit = self.with_method(f"{self.name}-refit", refit(self.method))
+            self._refit = self.with_method(refit_name(self.name), refit(self.method))
         return self._refit
 
     @abc.abstractmethod
@@ -270,6 +270,11 @@ class Program(abc.ABC):
         if c.meta_max_nonfinite and "meta_grad_norm" in metrics:
             metrics = skipped_meta_updates(state, metrics)
         return state, metrics
+
+
+def refit_name(method: str) -> str:
+    """The name of ``method``'s final fit (with ``meta_holdout_refit``): its runs' checkpoint folders and tags."""
+    return f"{method}-refit"
 
 
 def skipped_meta_updates(state: Any, metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
