@@ -83,6 +83,14 @@ def test_late_dev_gain_is_the_rise_of_the_best_dev_score_over_the_last_evaluatio
     )
 
 
+def test_late_window_is_the_patience_or_a_quarter_of_a_short_budget():
+    profile = {"train_steps": 62800, "eval_every": 628}  # 100 evaluations: the patience, 20
+    small_1000 = {"train_steps": 127000, "eval_every": 6350}  # 20 evaluations in all: the last 5
+    assert sweep.late_evaluations([profile, profile], 20) == 20
+    assert sweep.late_evaluations([small_1000], 20) == 5
+    assert sweep.late_evaluations([profile, small_1000], 3) == 3
+
+
 def test_summary_averages_kind_accuracy_and_kind_weights_over_profiles():
     records = [
         {
@@ -94,6 +102,7 @@ def test_summary_averages_kind_accuracy_and_kind_weights_over_profiles():
             "best_step": 10,
             "stopped_step": 20,
             "train_steps": 30,
+            "eval_every": 10,
             "wall_seconds": 1.0,
             "test_accuracy_by_kind": {"api_call": a},
         }

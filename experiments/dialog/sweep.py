@@ -129,6 +129,13 @@ def late_dev_gain(metrics: list[dict], record: dict, evaluations: int) -> float 
     return max(score for _, score in scores) - max(before) if before else None
 
 
+def late_evaluations(records: list[dict], patience: int) -> int:
+    """How many last evaluations ``late_dev_gain`` looks back over for these runs: the ``patience``, or a quarter
+    of a budget's evaluations where that is fewer (``small_1000``: 20 evaluations in all, so its last 5, 50
+    epochs)."""
+    return min([patience] + [r["train_steps"] // r["eval_every"] // 4 for r in records])
+
+
 def budget_hits(records: list[dict], evaluations: int = 0) -> str:
     """One sentence: how many runs early stopping ended, and which ran to the end of the budget (not shown to
     have converged); with ``evaluations``, how much those runs' best dev score still rose over their last
@@ -181,7 +188,8 @@ def summarize(
         text += profile_tables(results["profiles"], methods)
         text += "\nWhen each run stopped (steps; mean ± std over profiles):\n\n"
         text += summary_table(results["profiles"], ["method"], STOP_TABLE_COLUMNS)
-        text += "\n" + budget_hits(results["profiles"], config.patience) + wall_clock(results["profiles"])
+        window = late_evaluations(results["profiles"], config.patience)
+        text += "\n" + budget_hits(results["profiles"], window) + wall_clock(results["profiles"])
         by_kind = train.kind_accuracy_table(results["profiles"], ["method"])
         if by_kind:
             text += "\nTest per-response accuracy (%) by kind of target bot turn, mean ± std over profiles:\n\n"
@@ -204,7 +212,8 @@ def summarize(
             acc = {(r["method"], r["seed"]): 100 * r["test_response_accuracy"] for r in results[part]}
             seeds = sorted({r["seed"] for r in results[part]})
             text += paired_to_union(acc, methods, seeds, "seeds", "same seed")
-            text += "\n" + budget_hits(results[part], own.patience) + wall_clock(results[part])
+            window = late_evaluations(results[part], own.patience)
+            text += "\n" + budget_hits(results[part], window) + wall_clock(results[part])
             by_kind = train.kind_accuracy_table(results[part], ["method"])
             if by_kind:
                 text += "\nTest per-response accuracy (%) by kind of target bot turn, mean ± std over seeds:\n\n"
@@ -218,7 +227,7 @@ def summarize(
 
 def finished_records(workdir: str, runs: list[tuple[str, ml_collections.ConfigDict]]) -> dict[str, list[dict]]:
     """The finished records of every part under ``workdir`` (part -> records), as far as they have run; each
-    with ``late_dev_gain`` (see ``late_dev_gain``; over its config's ``patience`` evaluations), not saved."""
+    with ``late_dev_gain`` (see ``late_dev_gain``; over its ``late_evaluations``), not saved."""
     results: dict[str, list[dict]] = {}
     for sub, c in runs:
         path = os.path.join(workdir, sub, "results.json")
@@ -227,7 +236,8 @@ def finished_records(workdir: str, runs: list[tuple[str, ml_collections.ConfigDi
         if records and os.path.exists(metrics_path):
             with open(metrics_path) as f:
                 metrics = [json.loads(line) for line in f]
-            records = [dict(r, late_dev_gain=late_dev_gain(metrics, r, c.patience)) for r in records]
+            window = late_evaluations(records, c.patience)
+            records = [dict(r, late_dev_gain=late_dev_gain(metrics, r, window)) for r in records]
         results.setdefault(sub.split(os.sep)[0], []).extend(records)
     return results
 
