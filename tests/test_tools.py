@@ -149,6 +149,41 @@ def test_paired_differences_figure_of_a_sweep(tmp_path):
         (folder / "results.json").write_text(json.dumps(records))
     assert len(sweep_records(str(tmp_path))) == 6
     assert [p.rsplit("/", 1)[1] for p in make_plots(str(tmp_path))] == ["paired_differences.png"]
+    # a small/ part: paired by seed, with per-kind accuracy differences and relative weights
+    folder = tmp_path / "small_1000" / "small"
+    folder.mkdir(parents=True)
+    by_kind = {"options": 0.3, "api_call": 0.9}
+    records = [
+        {"method": m, "seed": s, "test_response_accuracy": a, "test_accuracy_by_kind": by_kind}
+        for s in range(2)
+        for m, a in [("union", 0.8), ("meta_net", 0.81), ("target_only", 0.82)]
+    ]
+    (folder / "results.json").write_text(json.dumps(records))
+    examples = [{"kind": k} for k in ["options", "api_call"]]
+    runs = [{"method": "meta_net", "seed": s, "weights": [0.1, 0.3]} for s in range(2)]
+    (folder / "related_weights.json").write_text(json.dumps({"examples": examples, "runs": runs}))
+    assert [p.rsplit("/", 1)[1] for p in make_plots(str(tmp_path))] == [
+        "paired_differences.png",
+        "paired_differences_small_1000.png",
+        "by_kind_small_1000.png",
+    ]
+
+
+def test_differences_to_union_leave_out_what_is_far_below_and_weights_are_relative_to_the_mean():
+    from tools.plots import _differences_to_union, left_out, relative_kind_weights
+
+    records = [
+        {"method": m, "seed": s, "test_response_accuracy": a + 0.01 * s}
+        for s in range(2)
+        for m, a in [("union", 0.70), ("l2rw", 0.69), ("target_only", 0.62)]
+    ]
+    differences = _differences_to_union(records, "seed")
+    assert differences["l2rw"] == pytest.approx({0: -1.0, 1: -1.0})
+    assert left_out(differences) == ["target_only"]  # 8 points below; l2rw, 1 below, stays
+    runs = [{"method": "l2rw", "weights": [0.0, 0.02, 0.04, 0.02]}, {"method": "meta_net", "weights": [0.5] * 4}]
+    relative = relative_kind_weights(runs, ["greeting", "options", "options", "api_call"])
+    assert relative["l2rw"] == pytest.approx({"api_call": 1.0, "greeting": 0.0, "options": 1.5})
+    assert relative["meta_net"] == pytest.approx({"api_call": 1.0, "greeting": 1.0, "options": 1.0})
 
 
 def test_profile_table_groups_traced_operations_by_source_and_counts_the_candidate_set():

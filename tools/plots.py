@@ -11,14 +11,18 @@ Makes, from whatever the workdir holds:
 * ``accuracy_vs_target_dialogs.png`` (dialog) or ``accuracy_by_method.png`` (ideal): test accuracy,
   mean ± std over seeds;
 * ``paired_differences.png`` (a sweep's workdir, with ``profiles/<profile>/results.json``): each method's test
-  per-response difference to ``union`` on every profile, and its mean (``target_only`` left out: far below).
+  per-response difference to ``union`` on every profile, and its mean (methods more than ``FAR_BELOW`` points
+  below ``union`` on average, as ``target_only``, are named under the figure instead);
+* ``paired_differences_<part>.png`` and ``by_kind_<part>.png`` (a sweep's ``small/`` parts, ``<part>/small/``):
+  the same per seed, and per kind of turn each method's test accuracy minus ``union``'s and each weighted
+  method's mean weight relative to its overall mean weight (``small_part_plots``).
 
 For the converged comparison's workdir (``experiments.dialog.converged``: records with a ``row``, and
 ``weights.json``), one set per kind of related data ``<related>`` (``babi``, ``babi_profiles``):
 * ``paired_differences_<related>.png``: each row's difference to ``union`` on every profile, and its mean;
 * ``by_kind_<related>.png``: each weighted row's mean learned weight per kind of related bot turn, and each row's
-  test accuracy per kind of target turn minus ``union``'s on the same profile (both means over profiles;
-  ``target_only`` left out: far below);
+  test accuracy per kind of target turn minus ``union``'s on the same profile (both means over profiles; rows
+  far below ``union``, as ``target_only``, left out);
 * ``weights_by_source_and_kind_<related>.png`` (several sources): one panel per weighted row, a bar per source.
 """
 
@@ -175,17 +179,19 @@ def weights_by_source(weights: dict, out: str) -> str | None:
 
 def grouped_kind_bars(panels: list[tuple[str, str, dict[str, dict[str, float]]]], path: str) -> str | None:
     """One panel per ``(title, y label, {row: {kind: value}})``: a group of bars per kind of bot turn, one bar per
-    row (e.g. mean learned weights, or accuracy differences, of several methods side by side)."""
+    row (e.g. mean learned weights, or accuracy differences, of several methods side by side); a row has one
+    colour in every panel."""
     panels = [p for p in panels if p[2]]
     if not panels:
         return None
+    colors = {row: f"C{i}" for i, row in enumerate(dict.fromkeys(row for p in panels for row in p[2]))}
     fig, axes = plt.subplots(len(panels), 1, figsize=(11, 3.2 * len(panels)), squeeze=False)
     for ax, (title, ylabel, rows) in zip(axes[:, 0], panels):
         kinds = sorted({k for values in rows.values() for k in values})
         width = 0.8 / len(rows)
         for i, (row, values) in enumerate(rows.items()):
             x = np.arange(len(kinds)) + (i - (len(rows) - 1) / 2) * width
-            ax.bar(x, [values.get(k, np.nan) for k in kinds], width, label=row, color=f"C{i}")
+            ax.bar(x, [values.get(k, np.nan) for k in kinds], width, label=row, color=colors[row])
         ax.axhline(0.0, color="k", lw=0.6)
         ax.set_xticks(np.arange(len(kinds)), kinds, rotation=30, ha="right", fontsize=8)
         ax.set_title(title, fontsize=10)
@@ -194,33 +200,110 @@ def grouped_kind_bars(panels: list[tuple[str, str, dict[str, dict[str, float]]]]
     return _save(fig, path)
 
 
-def paired_differences(records: list[dict], out: str, name: str = "paired_differences.png") -> str | None:
-    """Per method, its test per-response difference to ``union`` (points) on each profile (one dot per profile)
-    and the mean over profiles (a bar); ``records`` hold every profile's runs (``target_set``)."""
-    union = {r["target_set"]: 100 * r["test_response_accuracy"] for r in records if r["method"] == "union"}
-    # target_only (no related data, some 9 points below) would squeeze the others' scale; the tables give it
-    methods = [m for m in dict.fromkeys(r["method"] for r in records) if m not in ("union", "target_only")]
-    if not union or not methods:
+FAR_BELOW = 3.0  # points below union on average: left out of the difference figures (the tables give it)
+
+
+def _differences_to_union(records: list[dict], pair: str) -> dict[str, dict]:
+    """Per method other than ``union``: its test per-response difference to ``union`` (points) per replicate
+    (``pair``: ``target_set`` for profiles, ``seed`` for seeds of one target set)."""
+    union = {r[pair]: 100 * r["test_response_accuracy"] for r in records if r["method"] == "union"}
+    out: dict[str, dict] = {}
+    for r in records:
+        if r["method"] != "union" and r[pair] in union:
+            out.setdefault(r["method"], {})[r[pair]] = 100 * r["test_response_accuracy"] - union[r[pair]]
+    return out
+
+
+def left_out(differences: dict[str, dict], far_below: float = FAR_BELOW) -> list[str]:
+    """The methods whose mean difference to ``union`` is more than ``far_below`` points below it: they would
+    squeeze the others' scale (e.g. ``target_only`` at 100 target dialogs, 8 points below)."""
+    return [m for m, d in differences.items() if d and np.mean(list(d.values())) < -far_below]
+
+
+def paired_differences(
+    records: list[dict], out: str, name: str = "paired_differences.png", pair: str = "target_set"
+) -> str | None:
+    """Per method, its test per-response difference to ``union`` (points) on each replicate (one dot per
+    profile, or per seed with ``pair="seed"``) and its mean (a bar); methods far below ``union`` (``left_out``)
+    are named under the figure instead."""
+    differences = _differences_to_union(records, pair)
+    far = left_out(differences)
+    methods = [m for m in differences if m not in far]
+    if not methods:
         return None
-    profiles = sorted(union)
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(methods) + 1.5))
+    replicates = sorted({k for d in differences.values() for k in d})
+    unit = "profiles" if pair == "target_set" else "seeds"
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(methods) + 1.7))
     for i, method in enumerate(methods):
-        diffs = {
-            r["target_set"]: 100 * r["test_response_accuracy"] - union[r["target_set"]]
-            for r in records
-            if r["method"] == method and r["target_set"] in union
-        }
-        for j, p in enumerate(profiles):
-            if p in diffs:
-                ax.scatter(diffs[p], i, color=f"C{j}", s=22, label=p if i == 0 else None, zorder=3)
-        if diffs:
-            ax.barh(i, np.mean(list(diffs.values())), color="0.8", height=0.6, zorder=2)
+        diffs = differences[method]
+        for j, key in enumerate(replicates):
+            if key in diffs:
+                label = (key if pair == "target_set" else f"{pair} {key}") if i == 0 else None
+                ax.scatter(diffs[key], i, color=f"C{j}", s=22, label=label, zorder=3)
+        ax.barh(i, np.mean(list(diffs.values())), color="0.8", height=0.6, zorder=2)
     ax.axvline(0.0, color="k", lw=0.8)
     ax.set_yticks(range(len(methods)), methods)
     ax.invert_yaxis()
-    ax.set_xlabel("test per-response accuracy minus union's (points); bar: mean over profiles")
+    xlabel = f"test per-response accuracy minus union's (points); bar: mean over {unit}"
+    if far:
+        means = ", ".join(f"{m} {np.mean(list(differences[m].values())):+.1f}" for m in far)
+        xlabel += f"\nleft out, far below union: {means}"
+    ax.set_xlabel(xlabel)
     ax.legend(fontsize=7, loc="best")
     return _save(fig, os.path.join(out, name))
+
+
+def relative_kind_weights(weight_runs: list[dict], kinds: list[str]) -> dict[str, dict[str, float]]:
+    """Per method: the mean weight of each kind of related bot turn divided by the mean weight of all its
+    related examples (mean over its runs). 1 is an average example; the ratio puts methods whose weights have
+    different scales (``l2rw``'s per-batch weights, a sigmoid's) on one axis, and only ratios matter where
+    weights are normalized per batch."""
+    out: dict[str, list[dict[str, float]]] = collections.defaultdict(list)
+    kind_arr = np.asarray(kinds)
+    for run in weight_runs:
+        w = np.asarray(run["weights"], dtype=float)
+        if w.mean() > 0:
+            out[run["method"]].append({k: float(w[kind_arr == k].mean() / w.mean()) for k in sorted(set(kinds))})
+    return {method: _mean_over_profiles(runs) for method, runs in out.items()}
+
+
+def small_part_plots(workdir: str, out: str) -> list[str]:
+    """A sweep's ``small/`` parts (``<part>/small/`` with ``results.json``, e.g. ``small_1000``), per part:
+    ``paired_differences_<part>.png`` (per seed) and ``by_kind_<part>.png`` (each method's test accuracy per kind
+    of target turn minus ``union``'s of the same seed, and each weighted method's ``relative_kind_weights``;
+    means over seeds)."""
+    made = []
+    for part in sorted(os.listdir(workdir)):
+        folder = os.path.join(workdir, part, "small")
+        if not part.startswith("small_"):
+            continue
+        records = _load(os.path.join(folder, "results.json")) or []
+        if not records:
+            continue
+        made.append(paired_differences(records, out, f"paired_differences_{part}.png", pair="seed"))
+        far = left_out(_differences_to_union(records, "seed"))
+        by_seed = [dict(r, target_set=r["seed"]) for r in records]  # pair the kinds' accuracies by seed
+        accuracy = {m: d for m, d in kind_differences_to_union(by_seed).items() if m not in far}
+        weights = _load(os.path.join(folder, "related_weights.json")) or {}
+        kinds = [e["kind"] for e in weights.get("examples", [])]
+        relative = relative_kind_weights(weights.get("runs", []), kinds)
+        dialogs = part.split("_", 1)[1]
+        panels = [
+            (
+                f"small/, {dialogs} target dialogs: test accuracy per kind of target turn minus union's "
+                "(mean over seeds)",
+                "points",
+                accuracy,
+            ),
+            (
+                f"small/, {dialogs} target dialogs: mean weight of each kind of related turn / the method's mean "
+                "weight (mean over seeds)",
+                "relative weight",
+                relative,
+            ),
+        ]
+        made.append(grouped_kind_bars(panels, os.path.join(out, f"by_kind_{part}.png")))
+    return [p for p in made if p]
 
 
 def sweep_records(workdir: str) -> list[dict]:
@@ -261,7 +344,8 @@ def converged_plots(records: list[dict], weights: dict[str, list[dict]], out: st
         rows = list(dict.fromkeys(e["row"] for e in entries))
         by_kind = {row: _mean_over_profiles([e["by_kind"] for e in entries if e["row"] == row]) for row in rows}
         title = f"related: {sources}; mean learned weight per kind of related bot turn (mean over profiles)"
-        differences = {m: d for m, d in kind_differences_to_union(part).items() if m != "target_only"}  # far below
+        far = left_out(_differences_to_union(part, "target_set"))
+        differences = {m: d for m, d in kind_differences_to_union(part).items() if m not in far}
         title_acc = f"related: {sources}; test accuracy per kind of target turn minus union's (mean over profiles)"
         panels = [(title, "mean learned weight", by_kind), (title_acc, "points", differences)]
         made.append(grouped_kind_bars(panels, os.path.join(out, f"by_kind_{tag}.png")))
@@ -288,6 +372,7 @@ def make_plots(workdir: str, out: str | None = None) -> list[str]:
         weights_over_training(_load(os.path.join(workdir, "metrics.jsonl")) or [], out),
         weights_by_source(_load(os.path.join(workdir, "related_weights.json")) or {}, out),
         paired_differences(sweep_records(workdir), out),
+        *small_part_plots(workdir, out),
     ]
     return [p for p in made if p]
 
