@@ -264,7 +264,7 @@ def relative_kind_weights(weight_runs: list[dict], kinds: list[str]) -> dict[str
         w = np.asarray(run["weights"], dtype=float)
         if w.mean() > 0:
             out[run["method"]].append({k: float(w[kind_arr == k].mean() / w.mean()) for k in sorted(set(kinds))})
-    return {method: _mean_over_profiles(runs) for method, runs in out.items()}
+    return {method: _mean_of_dicts(runs) for method, runs in out.items()}
 
 
 def small_part_plots(workdir: str, out: str) -> list[str]:
@@ -274,16 +274,15 @@ def small_part_plots(workdir: str, out: str) -> list[str]:
     means over seeds)."""
     made = []
     for part in sorted(os.listdir(workdir)):
-        folder = os.path.join(workdir, part, "small")
         if not part.startswith("small_"):
             continue
+        folder = os.path.join(workdir, part, "small")
         records = _load(os.path.join(folder, "results.json")) or []
         if not records:
             continue
         made.append(paired_differences(records, out, f"paired_differences_{part}.png", pair="seed"))
         far = left_out(_differences_to_union(records, "seed"))
-        by_seed = [dict(r, target_set=r["seed"]) for r in records]  # pair the kinds' accuracies by seed
-        accuracy = {m: d for m, d in kind_differences_to_union(by_seed).items() if m not in far}
+        accuracy = {m: d for m, d in kind_differences_to_union(records, "seed").items() if m not in far}
         weights = _load(os.path.join(folder, "related_weights.json")) or {}
         kinds = [e["kind"] for e in weights.get("examples", [])]
         relative = relative_kind_weights(weights.get("runs", []), kinds)
@@ -314,23 +313,23 @@ def sweep_records(workdir: str) -> list[dict]:
     return [r for p in sorted(os.listdir(folder)) for r in _load(os.path.join(folder, p, "results.json")) or []]
 
 
-def _mean_over_profiles(dicts: list[dict[str, float]]) -> dict[str, float]:
+def _mean_of_dicts(dicts: list[dict[str, float]]) -> dict[str, float]:
     keys = sorted({k for d in dicts for k in d})
     return {k: float(np.mean([d[k] for d in dicts if k in d])) for k in keys}
 
 
-def kind_differences_to_union(records: list[dict]) -> dict[str, dict[str, float]]:
+def kind_differences_to_union(records: list[dict], pair: str = "target_set") -> dict[str, dict[str, float]]:
     """Per method other than ``union``: its test accuracy per kind of target turn minus ``union``'s on the same
-    profile (points), mean over the profiles where both have it."""
-    union = {r["target_set"]: r["test_accuracy_by_kind"] for r in records if r["method"] == "union"}
+    replicate (points; ``pair`` as in ``_differences_to_union``), mean over the replicates where both have it."""
+    union = {r[pair]: r["test_accuracy_by_kind"] for r in records if r["method"] == "union"}
     out: dict[str, list[dict[str, float]]] = collections.defaultdict(list)
     for r in records:
-        base = union.get(r["target_set"])
+        base = union.get(r[pair])
         if r["method"] != "union" and base and "test_accuracy_by_kind" in r:
             out[r["method"]].append(
                 {k: 100 * (v - base[k]) for k, v in r["test_accuracy_by_kind"].items() if k in base}
             )
-    return {method: _mean_over_profiles(diffs) for method, diffs in out.items()}
+    return {method: _mean_of_dicts(diffs) for method, diffs in out.items()}
 
 
 def converged_plots(records: list[dict], weights: dict[str, list[dict]], out: str) -> list[str]:
@@ -342,7 +341,7 @@ def converged_plots(records: list[dict], weights: dict[str, list[dict]], out: st
         made.append(paired_differences(part, out, f"paired_differences_{tag}.png"))
         entries = weights.get(sources, [])
         rows = list(dict.fromkeys(e["row"] for e in entries))
-        by_kind = {row: _mean_over_profiles([e["by_kind"] for e in entries if e["row"] == row]) for row in rows}
+        by_kind = {row: _mean_of_dicts([e["by_kind"] for e in entries if e["row"] == row]) for row in rows}
         title = f"related: {sources}; mean learned weight per kind of related bot turn (mean over profiles)"
         far = left_out(_differences_to_union(part, "target_set"))
         differences = {m: d for m, d in kind_differences_to_union(part).items() if m not in far}
@@ -353,7 +352,7 @@ def converged_plots(records: list[dict], weights: dict[str, list[dict]], out: st
         for row in rows:
             several = [e["by_source_kind"] for e in entries if e["row"] == row and "by_source_kind" in e]
             names = sorted({s for e in several for s in e})
-            by_source = {n: _mean_over_profiles([e[n] for e in several if n in e]) for n in names}
+            by_source = {n: _mean_of_dicts([e[n] for e in several if n in e]) for n in names}
             panels.append((f"{row} (mean over profiles)", "mean learned weight", by_source))
         made.append(grouped_kind_bars(panels, os.path.join(out, f"weights_by_source_and_kind_{tag}.png")))
     return [p for p in made if p]
