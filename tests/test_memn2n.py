@@ -16,6 +16,7 @@ from metadial.models.memn2n import (
     TARGET_TASK,
     MemN2N,
     MemoryGate,
+    best_candidate,
     candidate_bag_of_words,
     pool_embeddings,
     predict,
@@ -77,7 +78,28 @@ def test_memn2n_equals_the_dense_reference_forward_and_gradient(real_batches):
         tiny.assert_trees_close(grad, ref_grad, rtol=1e-4, atol=1e-6)
         # the evaluation path: the pool's embeddings once, then each batch's scores
         embeddings = pool_embeddings(model, params, batch["texts"], batch["candidates"])
-        np.testing.assert_array_equal(predict(model, params, batch, embeddings), jnp.argmax(logits, -1))
+        for chunk in (None, 1000, 4096):  # 4212 candidates: one matrix product, 5 chunks of 843, 2 of 2106
+            np.testing.assert_array_equal(predict(model, params, batch, embeddings, chunk), jnp.argmax(logits, -1))
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 16, 49, 50, 64, None])
+def test_best_candidate_is_the_first_argmax_of_the_full_logits(chunk):
+    rng = np.random.default_rng(0)
+    u = jnp.asarray(rng.normal(size=(9, 5)), jnp.float32)
+    cands = rng.normal(size=(50, 5))
+    unit = np.asarray(u) / np.linalg.norm(np.asarray(u), axis=1, keepdims=True)
+    cands[[3, 40]] = 100 * unit[0]  # a tie across chunks for row 0: the first (3) must win
+    cands[[20, 21]] = 100 * unit[1]  # a tie within a chunk for row 1
+    cands = jnp.asarray(cands, jnp.float32)
+    expected = np.argmax(np.asarray(u @ cands.T), -1)
+    assert expected[0] == 3 and expected[1] == 20
+    np.testing.assert_array_equal(best_candidate(u, cands, chunk), expected)
+    np.testing.assert_array_equal(jax.jit(best_candidate, static_argnums=2)(u, cands, chunk), expected)
+
+
+def test_best_candidate_rejects_a_chunk_that_is_not_positive():
+    with pytest.raises(ValueError, match="chunk must be a positive"):
+        best_candidate(jnp.zeros((2, 3)), jnp.zeros((10, 3)), 0)
 
 
 def test_memory_gate_equals_the_dense_reference(real_batches):

@@ -3,7 +3,8 @@ r"""Benchmark of the dialog experiment: step time of every method and the cost o
     python -m experiments.dialog.bench --workdir=DIR [--config=experiments/dialog/configs/default.py] [--repeats=30]
 
 For each method of the config, compiles its training step and times ``--repeats`` calls (median); times one
-dev evaluation (the full dev set). From these it estimates one run at the full budget (its steps plus one dev
+dev evaluation (the full dev set; median of 3, alternating with one that scores all candidates at once, the
+ratio of the two printed). From these it estimates one run at the full budget (its steps plus one dev
 evaluation every ``eval_every`` steps and the test and OOV evaluations; early stopping only shortens it) and
 the whole sweep (every method × size × seed), on this machine, one run at a time (leaving out the loop's own
 work, such as the logged weight statistics). Writes ``DIR/dialog_bench.json`` (``small/``;
@@ -26,6 +27,7 @@ import time
 
 import jax
 import ml_collections
+import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -34,6 +36,7 @@ from experiments.dialog.program import DialogProgram
 from experiments.dialog.train import DEFAULT_CONFIG, Budget, validate_config
 from experiments.shared.bench import BENCH_ESTIMATORS, estimator_config, median_ms
 from metadial.io import atomic_write_json
+from metadial.models.memn2n import CANDIDATE_CHUNK
 
 FLAGS = flags.FLAGS
 
@@ -66,10 +69,8 @@ def bench(config: ml_collections.ConfigDict, repeats: int) -> dict:
             )
             step_ms = config.pretrain_fraction * step_ms + (1 - config.pretrain_fraction) * finetune_ms
         if "dev_eval_seconds" not in result:
-            program.evaluate(state.params, data.dev)  # compiles
-            t0 = time.perf_counter()
-            program.evaluate(state.params, data.dev)
-            eval_seconds = result["dev_eval_seconds"] = time.perf_counter() - t0
+            result.update(eval_seconds_by_chunk(program, state.params, data.dev))
+            eval_seconds = result["dev_eval_seconds"]
         # test and OOV are about as large as dev: count them as two more evaluations
         run_seconds = {
             str(size): b.train_steps * step_ms / 1e3 + (-(-b.train_steps // b.eval_every) + 2) * eval_seconds
@@ -91,6 +92,24 @@ def bench(config: ml_collections.ConfigDict, repeats: int) -> dict:
     total = sum(v for m in result["methods"].values() for v in m["run_seconds"].values())
     result["sweep_hours"] = total * config.num_seeds / 3600
     return result
+
+
+def eval_seconds_by_chunk(program: DialogProgram, params, eval_set, repeats: int = 3) -> dict:
+    """Seconds of one evaluation of ``eval_set`` (median of ``repeats``, the two kinds alternating): scoring the
+    candidates in chunks (``dev_eval_seconds``, what runs use) and all at once (``dev_eval_seconds_unchunked``),
+    with their ratio (``dev_eval_speedup_from_chunks``); both give the same answers."""
+    chunks = {"dev_eval_seconds": CANDIDATE_CHUNK, "dev_eval_seconds_unchunked": None}
+    times: dict[str, list[float]] = {name: [] for name in chunks}
+    for chunk in chunks.values():
+        program.correct(params, eval_set, chunk)  # compiles
+    for _ in range(repeats):
+        for name, chunk in chunks.items():
+            t0 = time.perf_counter()
+            program.correct(params, eval_set, chunk)
+            times[name].append(time.perf_counter() - t0)
+    out = {name: float(np.median(t)) for name, t in times.items()}
+    out["dev_eval_speedup_from_chunks"] = out["dev_eval_seconds_unchunked"] / out["dev_eval_seconds"]
+    return out
 
 
 def bench_estimators(
@@ -155,7 +174,9 @@ def main(argv):
         ratios = f"{m['ratio_to_target_only']:14.2f} {m.get('ratio_to_union', 0):8.2f}"
         print(f"{name:<18} {m['step_ms']:8.1f} {ratios}  {runs}")
     print(
-        f"dev evaluation: {result['dev_eval_seconds']:.2f} s; whole sweep ({len(sizes)} sizes x "
+        f"dev evaluation: {result['dev_eval_seconds']:.2f} s (all candidates at once: "
+        f"{result['dev_eval_seconds_unchunked']:.2f} s, {result['dev_eval_speedup_from_chunks']:.2f}x); "
+        f"whole sweep ({len(sizes)} sizes x "
         f"{FLAGS.config.num_seeds} seeds) at the full budget, one run at a time: {result['sweep_hours']:.1f} h"
     )
     for name, e in result["estimators"].items():

@@ -15,7 +15,14 @@ from experiments.shared import methods as m
 from experiments.shared.methods import Method
 from experiments.shared.program import Batch, Pools, Program
 from metadial.data.dialog_batches import SHARED_KEYS, Pool, gather_batch
-from metadial.models.memn2n import MemN2N, MemoryGate, pool_embeddings, predict, response_loss_fn
+from metadial.models.memn2n import (
+    CANDIDATE_CHUNK,
+    MemN2N,
+    MemoryGate,
+    pool_embeddings,
+    predict,
+    response_loss_fn,
+)
 from metadial.parallel import check_batch_size, shard_batch
 from metadial.weighting import NetWeighting, TableWeighting
 
@@ -50,9 +57,7 @@ class DialogProgram(Program):
         self.pool_embeddings = jax.jit(
             lambda params, pool: pool_embeddings(self.model, params, pool["texts"], pool["candidates"])
         )
-        self.predict = jax.jit(
-            lambda params, pool, idx, embeddings: predict(self.model, params, self.gather(pool, idx), embeddings)
-        )
+        self._predictors: dict[int | None, Callable] = {}
 
     def with_method(self, name: str, method: Method) -> DialogProgram:
         return DialogProgram(name, self.config, self.data, method)
@@ -87,11 +92,23 @@ class DialogProgram(Program):
         ]
         return np.concatenate(out)
 
-    def correct(self, params, eval_set: EvalSet) -> np.ndarray:
+    def predictor(self, chunk: int | None = CANDIDATE_CHUNK) -> Callable:
+        """The jit-compiled ``predict(params, pool, idx, embeddings)`` scoring ``chunk`` candidates at a time
+        (``metadial.models.memn2n.best_candidate``; the same answers for any ``chunk``), built once per chunk."""
+        if chunk not in self._predictors:
+            self._predictors[chunk] = jax.jit(
+                lambda params, pool, idx, embeddings: predict(
+                    self.model, params, self.gather(pool, idx), embeddings, chunk
+                )
+            )
+        return self._predictors[chunk]
+
+    def correct(self, params, eval_set: EvalSet, chunk: int | None = CANDIDATE_CHUNK) -> np.ndarray:
         """Whether the model ranks the right candidate first, for every example of ``eval_set`` (bool (N,)).
         The pool's texts and candidates are embedded once for all its batches."""
         embeddings = self.pool_embeddings(params, eval_set.pool)
-        correct = self.per_example(lambda idx: self.predict(params, eval_set.pool, idx, embeddings), len(eval_set))
+        predict_batch = self.predictor(chunk)
+        correct = self.per_example(lambda idx: predict_batch(params, eval_set.pool, idx, embeddings), len(eval_set))
         return correct == eval_set.split.answer
 
     def evaluate(self, params, eval_set: EvalSet) -> tuple[float, float]:

@@ -97,6 +97,16 @@ class MemN2N(nn.Module):
         """(C, d) embeddings of a flat candidate set."""
         return candidate_bag_of_words(self.W, candidates)
 
+    def query_state(self, text_embeddings: jax.Array, memory: Memory, query: jax.Array, task: jax.Array) -> jax.Array:
+        """(B, d) final state ``u`` given the embedded text table: a candidate's logit is ``u`` dot its embedding."""
+        m, mask = memory_bag_of_words(self.A, text_embeddings, memory)
+        u = bag_of_words(self.A, query)
+        for _ in range(self.hops):
+            u = self.H(u) + attend(u, m, mask)
+        if self.target_projection:
+            u = jnp.where((task == TARGET_TASK)[:, None], u @ self.projection, u)
+        return u
+
     def scores(
         self,
         text_embeddings: jax.Array,
@@ -106,13 +116,7 @@ class MemN2N(nn.Module):
         task: jax.Array,
     ) -> jax.Array:
         """Logits (B, C) given the embedded text table and candidates."""
-        m, mask = memory_bag_of_words(self.A, text_embeddings, memory)
-        u = bag_of_words(self.A, query)
-        for _ in range(self.hops):
-            u = self.H(u) + attend(u, m, mask)
-        if self.target_projection:
-            u = jnp.where((task == TARGET_TASK)[:, None], u @ self.projection, u)
-        return u @ candidate_embeddings.T
+        return self.query_state(text_embeddings, memory, query, task) @ candidate_embeddings.T
 
     def __call__(
         self,
@@ -163,11 +167,43 @@ def pool_embeddings(model: MemN2N, params, texts: dict[str, jax.Array], candidat
     )
 
 
-def predict(model: MemN2N, params, batch, embeddings: tuple | None = None) -> jax.Array:
+CANDIDATE_CHUNK = 4096  # candidates scored at a time by ``predict``; its (B, chunk) logits stay in cache on CPU
+
+
+def best_candidate(u: jax.Array, candidate_embeddings: jax.Array, chunk: int | None = CANDIDATE_CHUNK) -> jax.Array:
+    """Index of the highest logit ``u @ candidate_embeddings.T`` per row (the first of ties), without materialising
+    the (B, C) logits: the candidates are scored in ``ceil(C / chunk)`` equal chunks under ``lax.scan``, keeping
+    the running best. Each logit is the same dot product as in the full matrix, so the answer is the full
+    argmax's (``tests/test_memn2n.py``); on 2 CPU cores and 43863 candidates an evaluation takes about half the
+    time. ``chunk=None`` scores all candidates at once (one matrix product; likely better on an accelerator)."""
+    num = candidate_embeddings.shape[0]
+    if chunk is None or chunk >= num:
+        return jax.lax.top_k(u @ candidate_embeddings.T, 1)[1][:, 0]  # the argmax (first of ties), faster on CPU
+    if chunk < 1:
+        raise ValueError(f"best_candidate: chunk must be a positive number of candidates or None, got {chunk}")
+    n = -(-num // chunk)
+    size = -(-num // n)  # equal chunks, the last padded by fewer than n rows
+    padded = jnp.pad(candidate_embeddings, ((0, n * size - num), (0, 0))).reshape(n, size, -1)
+
+    def scan_chunk(carry, xs):
+        best, arg = carry
+        i, block = xs
+        logits = u @ block.T
+        logits = jnp.where(i * size + jnp.arange(size) < num, logits, -jnp.inf)  # the padding rows never win
+        value, index = logits.max(-1), jnp.argmax(logits, -1).astype(jnp.int32) + i * size
+        better = value > best  # strictly: an earlier chunk keeps a tie
+        return (jnp.where(better, value, best), jnp.where(better, index, arg)), None
+
+    init = (jnp.full(u.shape[:1], -jnp.inf, u.dtype), jnp.zeros(u.shape[:1], jnp.int32))
+    (_, arg), _ = jax.lax.scan(scan_chunk, init, (jnp.arange(n), padded))
+    return arg
+
+
+def predict(
+    model: MemN2N, params, batch, embeddings: tuple | None = None, chunk: int | None = CANDIDATE_CHUNK
+) -> jax.Array:
     """Index of the best-scoring candidate per example (``embeddings``: ``pool_embeddings`` of the batch's
-    pool, if already computed)."""
+    pool, if already computed; ``chunk``: see ``best_candidate``)."""
     text_emb, cand_emb = embeddings or pool_embeddings(model, params, batch["texts"], batch["candidates"])
-    logits = apply_model(
-        model, params, text_emb, batch["memory"], batch["query"], cand_emb, batch["task"], method=MemN2N.scores
-    )
-    return jax.lax.top_k(logits, 1)[1][:, 0]  # the argmax (first of ties), about twice as fast on CPU
+    u = apply_model(model, params, text_emb, batch["memory"], batch["query"], batch["task"], method=MemN2N.query_state)
+    return best_candidate(u, cand_emb, chunk)
