@@ -57,7 +57,12 @@ class DialogProgram(Program):
         self.pool_embeddings = jax.jit(
             lambda params, pool: pool_embeddings(self.model, params, pool["texts"], pool["candidates"])
         )
-        self._predictors: dict[int | None, Callable] = {}
+        self.predict = jax.jit(  # compiled once per candidate chunk size (see ``best_candidate``)
+            lambda params, pool, idx, embeddings, chunk: predict(
+                self.model, params, self.gather(pool, idx), embeddings, chunk
+            ),
+            static_argnames="chunk",
+        )
 
     def with_method(self, name: str, method: Method) -> DialogProgram:
         return DialogProgram(name, self.config, self.data, method)
@@ -92,23 +97,14 @@ class DialogProgram(Program):
         ]
         return np.concatenate(out)
 
-    def predictor(self, chunk: int | None = CANDIDATE_CHUNK) -> Callable:
-        """The jit-compiled ``predict(params, pool, idx, embeddings)`` scoring ``chunk`` candidates at a time
-        (``metadial.models.memn2n.best_candidate``; the same answers for any ``chunk``), built once per chunk."""
-        if chunk not in self._predictors:
-            self._predictors[chunk] = jax.jit(
-                lambda params, pool, idx, embeddings: predict(
-                    self.model, params, self.gather(pool, idx), embeddings, chunk
-                )
-            )
-        return self._predictors[chunk]
-
     def correct(self, params, eval_set: EvalSet, chunk: int | None = CANDIDATE_CHUNK) -> np.ndarray:
         """Whether the model ranks the right candidate first, for every example of ``eval_set`` (bool (N,)).
-        The pool's texts and candidates are embedded once for all its batches."""
+        The pool's texts and candidates are embedded once for all its batches; ``chunk`` candidates are scored at a
+        time (``metadial.models.memn2n.best_candidate``: the same answers for any ``chunk``)."""
         embeddings = self.pool_embeddings(params, eval_set.pool)
-        predict_batch = self.predictor(chunk)
-        correct = self.per_example(lambda idx: predict_batch(params, eval_set.pool, idx, embeddings), len(eval_set))
+        correct = self.per_example(
+            lambda idx: self.predict(params, eval_set.pool, idx, embeddings, chunk=chunk), len(eval_set)
+        )
         return correct == eval_set.split.answer
 
     def evaluate(self, params, eval_set: EvalSet) -> tuple[float, float]:

@@ -176,11 +176,11 @@ def best_candidate(u: jax.Array, candidate_embeddings: jax.Array, chunk: int | N
     the running best. Each logit is the same dot product as in the full matrix, so the answer is the full
     argmax's (``tests/test_memn2n.py``); on 2 CPU cores and 43863 candidates an evaluation takes about half the
     time. ``chunk=None`` scores all candidates at once (one matrix product; likely better on an accelerator)."""
+    if chunk is not None and chunk < 1:
+        raise ValueError(f"best_candidate: chunk must be a positive number of candidates or None, got {chunk}")
     num = candidate_embeddings.shape[0]
     if chunk is None or chunk >= num:
         return jax.lax.top_k(u @ candidate_embeddings.T, 1)[1][:, 0]  # the argmax (first of ties), faster on CPU
-    if chunk < 1:
-        raise ValueError(f"best_candidate: chunk must be a positive number of candidates or None, got {chunk}")
     n = -(-num // chunk)
     size = -(-num // n)  # equal chunks, the last padded by fewer than n rows
     padded = jnp.pad(candidate_embeddings, ((0, n * size - num), (0, 0))).reshape(n, size, -1)
