@@ -78,6 +78,19 @@ def test_reader_rejects_malformed_dialogs(tmp_path, text, has_profile, message):
         read_dialogs(path, has_profile)
 
 
+def test_a_limit_reads_only_the_first_dialogs(tmp_path, files):
+    dialogs_path, _ = files
+    assert read_dialogs(dialogs_path, has_profile=True, limit=1) == read_dialogs(dialogs_path, has_profile=True)[:1]
+    assert read_dialogs(dialogs_path, has_profile=True, limit=5) == read_dialogs(dialogs_path, has_profile=True)
+    # what follows the first dialogs is not parsed: a malformed third dialog is only seen without the limit
+    path = write(tmp_path / "bad_end.txt", PERSONAL + "\n1 female young veg paella\n3 hi\thello maam\n")
+    assert len(read_dialogs(path, has_profile=True, limit=2)) == 2
+    with pytest.raises(DialogFormatError, match=r"bad_end.txt:\d+: expected line id 2"):
+        read_dialogs(path, has_profile=True)
+    with pytest.raises(ValueError, match="limit must be a positive number of dialogs or None, got 0"):
+        read_dialogs(path, has_profile=True, limit=0)
+
+
 def test_bot_utterance_missing_from_candidates_is_an_error(tmp_path, files):
     dialogs_path, _ = files
     cands_path = write(tmp_path / "few.txt", "1 hello maam\n")

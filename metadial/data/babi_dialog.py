@@ -114,10 +114,15 @@ def _dialog_blocks(path: str) -> Iterator[list[tuple[int, str]]]:
         yield block
 
 
-def read_dialogs(path: str, has_profile: bool) -> list[Dialog]:
-    """Parses a dialog file; ``has_profile`` says whether line 1 of each dialog is a user profile."""
-    dialogs = []
+def read_dialogs(path: str, has_profile: bool, limit: int | None = None) -> list[Dialog]:
+    """Parses a dialog file; ``has_profile`` says whether line 1 of each dialog is a user profile. With ``limit``,
+    only the file's first ``limit`` dialogs are read (and checked): the rest of the file is not parsed."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"read_dialogs: limit must be a positive number of dialogs or None, got {limit}")
+    dialogs: list[Dialog] = []
     for block in _dialog_blocks(path):
+        if limit is not None and len(dialogs) == limit:
+            break
         sentences: list[tuple[str, str]] = []
         turns: list[Turn] = []
         profile = None

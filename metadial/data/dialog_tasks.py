@@ -155,7 +155,7 @@ def load_corpus(
     dialogs, answers = {}, {}
     for name in [f"target_{s}" for s in TARGET_SPLITS] + ["related_trn"]:
         task = name.split("_")[0]
-        ds = read_dialogs(paths[name], has_profile=(task == "target"))[:max_dialogs]
+        ds = read_dialogs(paths[name], has_profile=(task == "target"), limit=max_dialogs)
         dialogs[name] = ds
         answers[name] = answer_indices(ds, cands[task], paths[name], paths[f"{task}_candidates"])
     related_profiles: list[str] = []
@@ -163,7 +163,7 @@ def load_corpus(
         pool: list[tuple[str, Dialog, list[int]]] = []
         for profile in profiles:
             path = paths[f"related_profile_trn:{profile}"]
-            ds = read_dialogs(path, has_profile=True)[:max_dialogs]
+            ds = read_dialogs(path, has_profile=True, limit=max_dialogs)
             where = f"the related candidates ({paths['related_candidates']} and the other profiles')"
             pool += [(profile, d, a) for d, a in zip(ds, answer_indices(ds, cands["related"], path, where))]
         if not 0 < related_profile_dialogs:
