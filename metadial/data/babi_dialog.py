@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import itertools
 import os
 import re
 import zlib
@@ -120,9 +121,7 @@ def read_dialogs(path: str, has_profile: bool, limit: int | None = None) -> list
     if limit is not None and limit < 1:
         raise ValueError(f"read_dialogs: limit must be a positive number of dialogs or None, got {limit}")
     dialogs: list[Dialog] = []
-    for block in _dialog_blocks(path):
-        if limit is not None and len(dialogs) == limit:
-            break
+    for block in itertools.islice(_dialog_blocks(path), limit):
         sentences: list[tuple[str, str]] = []
         turns: list[Turn] = []
         profile = None
