@@ -43,3 +43,19 @@ def test_dialog_evaluation_in_candidate_chunks_gives_the_same_answers_and_is_tim
     timing = eval_seconds_by_chunk(program, params, data.dev, repeats=1)
     assert timing["dev_eval_seconds"] > 0 and timing["dev_eval_seconds_unchunked"] > 0
     assert timing["dev_eval_speedup_from_chunks"] == timing["dev_eval_seconds_unchunked"] / timing["dev_eval_seconds"]
+
+
+@pytest.mark.parametrize("method", ["target_only", "meta_net"])
+def test_a_run_compiles_its_training_step_once(method):
+    """The step's output state is replicated over the mesh; a fresh state that is not would be a different
+    input signature, and the second call would compile the step again."""
+    config = dialog_config()
+    config.update(dict(max_dialogs=4, batch_size=8, target_dialogs=(3,)))
+    data = load_data(config)
+    program = DialogProgram(method, config, data)
+    pools = data.train_pools(data.target_train(3, 0))
+    step = program.step_fn(pools, train_steps=10, seed=0)
+    state = program.init(jax.random.key(0), pools)
+    for i in range(3):
+        state, _ = step(state, jax.random.fold_in(jax.random.key(1), i), i)
+    assert program.train_step._cache_size() == 1

@@ -214,12 +214,14 @@ class Program(abc.ABC):
         """Fresh model parameters (``batch`` gives the input shapes)."""
 
     def init(self, key: jax.Array, pools: Pools) -> Any:
-        """The trainer's initial state (model and, for meta methods, weighting parameters)."""
+        """The trainer's initial state (model and, for meta methods, weighting parameters), replicated over the
+        mesh as the jitted step returns it, so that the step compiles once, not again on its second call."""
         k_model, k_meta = jax.random.split(key)
         params = self.init_params(k_model, self.batch(pools, TARGET, k_model))
         if self.weighting is None:
-            return self.trainer.init(params)
-        return self.trainer.init(params, self.weighting.init(k_meta, self.batch(pools, RELATED, k_meta)))
+            return replicate(self.trainer.init(params), self.mesh)
+        state = self.trainer.init(params, self.weighting.init(k_meta, self.batch(pools, RELATED, k_meta)))
+        return replicate(state, self.mesh)
 
     def phase(self, step: int, train_steps: int) -> str:
         """The method's phase at ``step`` of a run of ``train_steps`` (``Method.phase``)."""
