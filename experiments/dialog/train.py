@@ -184,7 +184,7 @@ def run_one(
     pools = data.train_pools(replicate(data.target_train(size, seed), program.mesh))
     k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
     start = time.time()
-    state = replicate(program.init(k_init, pools), program.mesh)
+    state = program.init(k_init, pools)
     result, budget = _fit(program, data, pools, state, k_train, size, seed, store)
     carried = result.carried_seconds
     logging.info("%s: test and OOV evaluation of the step-%d parameters (best dev)", program.name, result.best_step)
@@ -194,7 +194,7 @@ def run_one(
     if program.refits:
         refit = program.refit_program()
         state = refit.init(k_init, pools).replace(meta_params=result.best_state.meta_params)
-        result, budget = _fit(refit, data, pools, replicate(state, program.mesh), k_train, size, seed, store)
+        result, budget = _fit(refit, data, pools, state, k_train, size, seed, store)
         carried += result.carried_seconds
         before_refit, scores = scores, _scores(refit, data, result)
     record = {

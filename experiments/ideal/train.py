@@ -229,7 +229,7 @@ def run_one(
     pools = data.replicated_pools(program)
     k_init, k_train, k_eval = jax.random.split(jax.random.key(seed), 3)
     test_accuracy = lambda p, state: float(accuracy(p.module, state.params, p.inputs_fn(data.test), data.test["y"]))
-    result = _fit(program, pools, replicate(program.init(k_init, pools), program.mesh), k_train, seed, store)
+    result = _fit(program, pools, program.init(k_init, pools), k_train, seed, store)
     state = result.state
     weights = program.related_weights(state, k_eval, pools)
     test_acc = test_accuracy(program, state)
@@ -238,7 +238,7 @@ def run_one(
         refit = program.refit_program()
         fresh = refit.init(k_init, pools).replace(meta_params=state.meta_params)
         before_refit = {"test_accuracy": test_acc}
-        test_acc = test_accuracy(refit, _fit(refit, pools, replicate(fresh, program.mesh), k_train, seed, store).state)
+        test_acc = test_accuracy(refit, _fit(refit, pools, fresh, k_train, seed, store).state)
     record = {
         "method": program.name,
         "seed": seed,

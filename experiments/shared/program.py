@@ -219,8 +219,9 @@ class Program(abc.ABC):
         k_model, k_meta = jax.random.split(key)
         params = self.init_params(k_model, self.batch(pools, TARGET, k_model))
         if self.weighting is None:
-            return replicate(self.trainer.init(params), self.mesh)
-        state = self.trainer.init(params, self.weighting.init(k_meta, self.batch(pools, RELATED, k_meta)))
+            state = self.trainer.init(params)
+        else:
+            state = self.trainer.init(params, self.weighting.init(k_meta, self.batch(pools, RELATED, k_meta)))
         return replicate(state, self.mesh)
 
     def phase(self, step: int, train_steps: int) -> str:
