@@ -40,6 +40,13 @@ def test_cells_reuse_the_sweep_for_babi_and_run_every_row_for_the_second_source(
     assert by_name[("babi", "female_young", "mwnet")].methods == ("mwnet",)
     with pytest.raises(ConfigError, match="--related: books not known"):
         converged.cells(get_config(), ["books"])
+    chosen = converged.cells(get_config(), ["babi+profiles"], ["male_young", "female_elderly"])
+    assert [(p, n) for _, p, n, _ in chosen][::4] == [
+        ("female_elderly", "base"),
+        ("male_young", "base"),
+    ]  # PROFILES order
+    with pytest.raises(ConfigError, match="--profiles: male_old not known; from: female_elderly, "):
+        converged.cells(get_config(), ["babi"], ["male_young", "male_old"])
 
 
 def test_rows_name_the_estimator_and_old_records_are_the_lookahead():
@@ -119,6 +126,31 @@ def test_a_diverging_cell_is_recorded_and_the_comparison_goes_on(tmp_path, monke
     calls.clear()
     converged.run(get_config(), out, sweep, ["babi"])
     assert len(calls) == 6 * (len(converged.CELLS) - 1) - 1
+
+
+def test_a_partial_command_runs_its_cells_and_keeps_every_finished_record(tmp_path, monkeypatch):
+    """``--related=babi --profiles=P`` runs only P's bAbI cells, and the results it rewrites keep the other kind of
+    related data's finished runs."""
+    calls = []
+    monkeypatch.setattr(converged.train, "run", lambda config, workdir: calls.append(workdir))
+    out = tmp_path / "out"
+    cell = out / "babi+profiles" / "male_young" / "base"
+    cell.mkdir(parents=True)
+    record = {
+        "method": "union",
+        "seed": 0,
+        "target_dialogs": 100,
+        "target_set": "male_young",
+        "test_response_accuracy": 0.7,
+    }
+    (cell / "results.json").write_text(json.dumps([record]))
+    converged.run(get_config(), str(out), str(tmp_path / "sweep"), ["babi"], profiles=["female_young"])
+    assert calls == [str(out / "babi" / "female_young" / name) for name in list(converged.CELLS)[1:]]
+    kept = json.loads((out / "results.json").read_text())
+    assert [(r["row"], r["related_sources"], r["target_set"]) for r in kept] == [
+        ("union", "babi+profiles", "male_young")
+    ]
+    assert "(`babi+profiles`)" in (out / "summary.md").read_text()
 
 
 def test_weights_by_source_and_kind_are_summarized_saved_and_drawn(tmp_path):

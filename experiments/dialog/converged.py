@@ -2,7 +2,7 @@ r"""The converged dialog comparison: does meta-learned weighting of related dial
 when both are trained to convergence? One command, resumable.
 
     python -m experiments.dialog.converged --workdir=results/dialog_converged [--sweep=results/dialog_sweep] \
-        [--related=babi,babi+profiles] [--config.FIELD=VALUE ...] [--summarize_only]
+        [--related=babi,babi+profiles] [--profiles=female_elderly,...] [--config.FIELD=VALUE ...] [--summarize_only]
 
 On each of the six profiles at 100 target dialogs (one seed: the profiles are the replicates), under the default
 budget rule (dev evaluation every 10 epochs, early stopping after 20 evaluations without improvement), with two
@@ -33,6 +33,10 @@ every profile) is met, when the runs stopped, and the mean learned weight per ki
 sources, per source and per source and kind). ``DIR/weights.json`` holds those weight means per run, from which
 ``python -m tools.plots --workdir=DIR`` draws the figures. ``python -m tools.publish --summary=DIR/summary.md
 --name=dialog_converged --readme=results/dialog_converged.md`` copies the summary into the report.
+
+``--related`` and ``--profiles`` choose which cells this command runs, in that order (bAbI first on every profile by
+default); whatever they choose, the three files are rewritten from every finished run in ``DIR`` and the sweep, so
+a command that runs part of the comparison never drops the rest from them.
 """
 
 from __future__ import annotations
@@ -94,15 +98,19 @@ def row_name(record: dict) -> str:
 
 
 def cells(
-    config: ml_collections.ConfigDict, related: list[str]
+    config: ml_collections.ConfigDict, related: list[str], profiles: list[str] | tuple[str, ...] = PROFILES
 ) -> list[tuple[str, str, str, ml_collections.ConfigDict]]:
-    """``(related, profile, cell, config)`` of every launcher run made here, each config checked."""
+    """``(related, profile, cell, config)`` of every launcher run made here for the kinds of related data
+    ``related`` and the target ``profiles`` (in ``PROFILES`` order), each config checked."""
     unknown = [r for r in related if r not in RELATED_SOURCES]
     if unknown or not related:
         raise ConfigError(f"--related: {', '.join(unknown) or 'nothing'} not known; from: {', '.join(RELATED_SOURCES)}")
+    unknown = [p for p in profiles if p not in PROFILES]
+    if unknown or not profiles:
+        raise ConfigError(f"--profiles: {', '.join(unknown) or 'nothing'} not known; from: {', '.join(PROFILES)}")
     out = []
     for sources in related:
-        for profile in PROFILES:
+        for profile in (p for p in PROFILES if p in profiles):
             for name, (methods, changes) in CELLS.items():
                 if name == "base" and sources == "babi":
                     continue  # the converged sweep's runs
@@ -253,17 +261,25 @@ def summarize(
     return text
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, sweep: str, related, summarize_only: bool = False) -> str:
-    """Runs every cell (resumable; the summary and results.json are rewritten after each), or only rewrites them."""
-    related = as_list(related)
-    todo = cells(config, related)  # every cell's config is checked before any data is read
+def run(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    sweep: str,
+    related,
+    summarize_only: bool = False,
+    profiles=PROFILES,
+) -> str:
+    """Runs the cells of ``related`` on ``profiles`` (resumable; the summary, results.json and weights.json are
+    rewritten after each, from every finished run of both kinds of related data), or only rewrites those files."""
+    todo = cells(config, as_list(related), as_list(profiles))  # every cell's config is checked before data is read
+    every = list(RELATED_SOURCES)
 
     def write() -> str:
-        weights = {sources: weight_rows(workdir, sweep, sources) for sources in related}
-        text = summarize(config, workdir, sweep, related, weights)
+        weights = {sources: weight_rows(workdir, sweep, sources) for sources in every}
+        text = summarize(config, workdir, sweep, every, weights)
         os.makedirs(workdir, exist_ok=True)
         atomic_write_text(os.path.join(workdir, "summary.md"), text)
-        atomic_write_json(os.path.join(workdir, "results.json"), collect(workdir, sweep, related))
+        atomic_write_json(os.path.join(workdir, "results.json"), collect(workdir, sweep, every))
         atomic_write_json(os.path.join(workdir, "weights.json"), weights)  # for tools.plots
         return text
 
@@ -280,10 +296,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, sweep: str, related, su
 if __name__ == "__main__":
     flags.DEFINE_string("sweep", "results/dialog_sweep", "The converged sweep's workdir (the babi rows it has).")
     flags.DEFINE_list("related", list(RELATED_SOURCES), f"Kinds of related data, from: {', '.join(RELATED_SOURCES)}.")
+    flags.DEFINE_list("profiles", list(PROFILES), f"Target profiles to run, from: {', '.join(PROFILES)}.")
     flags.DEFINE_bool("summarize_only", False, "Only rewrite the summary and results.json from the finished runs.")
     run_launcher(
         lambda config, workdir: run(
-            config, workdir, flags.FLAGS.sweep, flags.FLAGS.related, flags.FLAGS.summarize_only
+            config, workdir, flags.FLAGS.sweep, flags.FLAGS.related, flags.FLAGS.summarize_only, flags.FLAGS.profiles
         ),
         train.DEFAULT_CONFIG,
         "one launcher workdir per kind of related data, profile and cell; results.json and summary.md",
