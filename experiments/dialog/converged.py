@@ -52,7 +52,7 @@ from experiments.dialog import train
 from experiments.dialog.estimators import FIXED_FOLD_AND_REFIT, TRAJECTORY
 from experiments.dialog.sweep import STOP_TABLE_COLUMNS, profile_tables
 from experiments.shared.cli import report, run_launcher
-from experiments.shared.config import ConfigError, as_list
+from experiments.shared.config import check_flag_choices
 from experiments.shared.store import diverged_cells, run_cell
 from experiments.shared.tables import summary_table
 from metadial.data.dialog_tasks import PROFILES, RELATED_SOURCES
@@ -102,12 +102,8 @@ def cells(
 ) -> list[tuple[str, str, str, ml_collections.ConfigDict]]:
     """``(related, profile, cell, config)`` of every launcher run made here for the kinds of related data
     ``related`` and the target ``profiles`` (in ``PROFILES`` order), each config checked."""
-    unknown = [r for r in related if r not in RELATED_SOURCES]
-    if unknown or not related:
-        raise ConfigError(f"--related: {', '.join(unknown) or 'nothing'} not known; from: {', '.join(RELATED_SOURCES)}")
-    unknown = [p for p in profiles if p not in PROFILES]
-    if unknown or not profiles:
-        raise ConfigError(f"--profiles: {', '.join(unknown) or 'nothing'} not known; from: {', '.join(PROFILES)}")
+    related = check_flag_choices("related", related, RELATED_SOURCES)
+    profiles = check_flag_choices("profiles", profiles, PROFILES)
     out = []
     for sources in related:
         for profile in (p for p in PROFILES if p in profiles):
@@ -271,8 +267,8 @@ def run(
 ) -> str:
     """Runs the cells of ``related`` on ``profiles`` (resumable; the summary, results.json and weights.json are
     rewritten after each, from every finished run of both kinds of related data), or only rewrites those files."""
-    todo = cells(config, as_list(related), as_list(profiles))  # every cell's config is checked before data is read
-    every = list(RELATED_SOURCES)
+    todo = cells(config, related, profiles)  # every cell's config is checked before any data is read
+    every: list[str] = list(RELATED_SOURCES)
 
     def write() -> str:
         weights = {sources: weight_rows(workdir, sweep, sources) for sources in every}

@@ -93,13 +93,30 @@ def as_list(value: Any) -> list:
     return out
 
 
+def _outside(values: list, allowed: Sequence[Any]) -> str | None:
+    """The items of ``values`` not in ``allowed`` as text ("nothing" when ``values`` is empty), or None if all are."""
+    unknown = [v for v in values if v not in allowed]
+    if unknown or not values:
+        return ", ".join(map(str, unknown)) if unknown else "nothing"
+    return None
+
+
 def check_choices(name: str, value: Any, allowed: Sequence[Any]) -> list:
     """``value`` as a non-empty list of items of ``allowed``, or a ``ConfigError`` naming the field."""
     values = as_list(value)
-    unknown = [v for v in values if v not in allowed]
-    if unknown or not values:
-        given = ", ".join(map(str, unknown)) if unknown else "nothing"
+    given = _outside(values, allowed)
+    if given:
         raise ConfigError(f"config.{name}: {given} not allowed; allowed: {', '.join(map(str, allowed))}")
+    return values
+
+
+def check_flag_choices(flag: str, value: Any, allowed: Sequence[Any]) -> list:
+    """The command-line flag ``--flag``'s ``value`` as a non-empty list of items of ``allowed``, or a
+    ``ConfigError`` naming the flag."""
+    values = as_list(value)
+    given = _outside(values, allowed)
+    if given:
+        raise ConfigError(f"--{flag}: {given} not known; from: {', '.join(map(str, allowed))}")
     return values
 
 
