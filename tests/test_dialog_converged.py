@@ -47,6 +47,12 @@ def test_cells_reuse_the_sweep_for_babi_and_run_every_row_for_the_second_source(
     ]  # PROFILES order
     with pytest.raises(ConfigError, match="--profiles: male_old not known; from: female_elderly, "):
         converged.cells(get_config(), ["babi"], ["male_young", "male_old"])
+    bases = converged.cells(get_config(), ["babi", "babi+profiles"], converged.PROFILES, ["base"])
+    assert [(r, n) for r, _, n, _ in bases] == [("babi+profiles", "base")] * 6  # babi has no base cell here
+    some = converged.cells(get_config(), ["babi"], ["male_young"], ["meta_net-trajectory-holdout-refit", "mwnet"])
+    assert [n for _, _, n, _ in some] == ["mwnet", "meta_net-trajectory-holdout-refit"]  # CELLS order
+    with pytest.raises(ConfigError, match="--cells: lookahead not known; from: base, mwnet, "):
+        converged.cells(get_config(), ["babi"], ["male_young"], ["lookahead"])
 
 
 def test_rows_name_the_estimator_and_old_records_are_the_lookahead():

@@ -2,7 +2,8 @@ r"""The converged dialog comparison: does meta-learned weighting of related dial
 when both are trained to convergence? One command, resumable.
 
     python -m experiments.dialog.converged --workdir=results/dialog_converged [--sweep=results/dialog_sweep] \
-        [--related=babi,babi+profiles] [--profiles=female_elderly,...] [--config.FIELD=VALUE ...] [--summarize_only]
+        [--related=babi,babi+profiles] [--profiles=female_elderly,...] [--cells=base,mwnet,...] \
+        [--config.FIELD=VALUE ...] [--summarize_only]
 
 On each of the six profiles at 100 target dialogs (one seed: the profiles are the replicates), under the default
 budget rule (dev evaluation every 10 epochs, early stopping after 20 evaluations without improvement), with two
@@ -34,8 +35,10 @@ sources, per source and per source and kind). ``DIR/weights.json`` holds those w
 ``python -m tools.plots --workdir=DIR`` draws the figures. ``python -m tools.publish --summary=DIR/summary.md
 --name=dialog_converged --readme=results/dialog_converged.md`` copies the summary into the report.
 
-``--related`` and ``--profiles`` choose which cells this command runs, in that order (bAbI first on every profile by
-default); whatever they choose, the three files are rewritten from every finished run in ``DIR`` and the sweep, so
+``--related``, ``--profiles`` and ``--cells`` (names of ``CELLS``: ``base`` holds the rows the sweep gives for
+``babi``) choose which cells this command runs, in that order (bAbI first on every profile by default; e.g.
+``--related=babi+profiles --cells=base`` runs the second source's main rows on every profile first); whatever they
+choose, the three files are rewritten from every finished run in ``DIR`` and the sweep, so
 a command that runs part of the comparison never drops the rest from them.
 """
 
@@ -98,17 +101,22 @@ def row_name(record: dict) -> str:
 
 
 def cells(
-    config: ml_collections.ConfigDict, related: list[str], profiles: list[str] | tuple[str, ...] = PROFILES
+    config: ml_collections.ConfigDict,
+    related: list[str],
+    profiles: list[str] | tuple[str, ...] = PROFILES,
+    chosen: list[str] | tuple[str, ...] = tuple(CELLS),
 ) -> list[tuple[str, str, str, ml_collections.ConfigDict]]:
     """``(related, profile, cell, config)`` of every launcher run made here for the kinds of related data
-    ``related`` and the target ``profiles`` (in ``PROFILES`` order), each config checked."""
+    ``related``, the target ``profiles`` and the cells ``chosen`` (in ``PROFILES`` and ``CELLS`` order), each config
+    checked."""
     related = check_flag_choices("related", related, RELATED_SOURCES)
     profiles = check_flag_choices("profiles", profiles, PROFILES)
+    chosen = check_flag_choices("cells", chosen, tuple(CELLS))
     out = []
     for sources in related:
         for profile in (p for p in PROFILES if p in profiles):
             for name, (methods, changes) in CELLS.items():
-                if name == "base" and sources == "babi":
+                if name not in chosen or (name == "base" and sources == "babi"):
                     continue  # the converged sweep's runs
                 c = copy.deepcopy(config)
                 c.update(
@@ -264,10 +272,12 @@ def run(
     related,
     summarize_only: bool = False,
     profiles=PROFILES,
+    chosen=tuple(CELLS),
 ) -> str:
-    """Runs the cells of ``related`` on ``profiles`` (resumable; the summary, results.json and weights.json are
-    rewritten after each, from every finished run of both kinds of related data), or only rewrites those files."""
-    todo = cells(config, related, profiles)  # every cell's config is checked before any data is read
+    """Runs the cells ``chosen`` of ``related`` on ``profiles`` (resumable; the summary, results.json and
+    weights.json are rewritten after each, from every finished run of both kinds of related data), or only rewrites
+    those files."""
+    todo = cells(config, related, profiles, chosen)  # every cell's config is checked before any data is read
     every: list[str] = list(RELATED_SOURCES)
 
     def write() -> str:
@@ -293,10 +303,17 @@ if __name__ == "__main__":
     flags.DEFINE_string("sweep", "results/dialog_sweep", "The converged sweep's workdir (the babi rows it has).")
     flags.DEFINE_list("related", list(RELATED_SOURCES), f"Kinds of related data, from: {', '.join(RELATED_SOURCES)}.")
     flags.DEFINE_list("profiles", list(PROFILES), f"Target profiles to run, from: {', '.join(PROFILES)}.")
+    flags.DEFINE_list("cells", list(CELLS), f"Cells to run on each profile, from: {', '.join(CELLS)}.")
     flags.DEFINE_bool("summarize_only", False, "Only rewrite the summary and results.json from the finished runs.")
     run_launcher(
         lambda config, workdir: run(
-            config, workdir, flags.FLAGS.sweep, flags.FLAGS.related, flags.FLAGS.summarize_only, flags.FLAGS.profiles
+            config,
+            workdir,
+            flags.FLAGS.sweep,
+            flags.FLAGS.related,
+            flags.FLAGS.summarize_only,
+            flags.FLAGS.profiles,
+            flags.FLAGS.cells,
         ),
         train.DEFAULT_CONFIG,
         "one launcher workdir per kind of related data, profile and cell; results.json and summary.md",
