@@ -116,7 +116,9 @@ def cells(
     for sources in related:
         for profile in (p for p in PROFILES if p in profiles):
             for name, (methods, changes) in CELLS.items():
-                if name not in chosen or (name == "base" and sources == "babi"):
+                if name not in chosen:
+                    continue
+                if name == "base" and sources == "babi":
                     continue  # the converged sweep's runs
                 c = copy.deepcopy(config)
                 c.update(
