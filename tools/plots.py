@@ -31,6 +31,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import textwrap
 
 import matplotlib
 
@@ -233,7 +234,7 @@ def paired_differences(
         return None
     replicates = sorted({k for d in differences.values() for k in d})
     unit = "profiles" if pair == "target_set" else "seeds"
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(methods) + 1.7))
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(methods) + 2.0))
     for i, method in enumerate(methods):
         diffs = differences[method]
         for j, key in enumerate(replicates):
@@ -247,9 +248,10 @@ def paired_differences(
     xlabel = f"test per-response accuracy minus union's (points); bar: mean over {unit}"
     if far:
         means = ", ".join(f"{m} {np.mean(list(differences[m].values())):+.1f}" for m in far)
-        xlabel += f"\nleft out, far below union: {means}"
-    ax.set_xlabel(xlabel)
-    ax.legend(fontsize=7, loc="best")
+        xlabel += f"; left out, far below union: {means}"
+    # wrapped to the axes' width: the method names take most of the figure's
+    ax.set_xlabel(textwrap.fill(xlabel, 48))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     return _save(fig, os.path.join(out, name))
 
 
