@@ -20,6 +20,10 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
+# pytest-xdist runs one test process per core (pyproject.toml's addopts); on a GPU machine each would otherwise
+# reserve most of the GPU's memory at its first jax call.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 import subprocess
 import sys
 from pathlib import Path
