@@ -14,6 +14,9 @@ the weighted objectives of :mod:`metadial.estimators` multiply the weights by it
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -37,3 +40,12 @@ def draw(key: jax.Array, probabilities: jax.Array, batch_size: int) -> tuple[jax
     n = probabilities.shape[0]
     idx = jax.random.choice(key, n, (batch_size,), replace=True, p=probabilities)
     return idx, 1.0 / (n * probabilities[idx])
+
+
+def pool_mean(values: jax.Array, batch: Mapping[str, Any]) -> jax.Array:
+    """The mean of per-example ``values`` over the whole pool, estimated from the batch they belong to: the batch
+    mean, or with a batch drawn by weight the importance-corrected ``mean(c * values)`` (the plain batch mean of
+    the weights of such a batch is ``sum(w^2) / sum(w)`` in expectation, above the pool's mean weight)."""
+    if IMPORTANCE in batch:
+        return jnp.mean(values * batch[IMPORTANCE])
+    return jnp.mean(values)

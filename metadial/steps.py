@@ -29,6 +29,7 @@ from metadial.estimators import (
     weighted_mean,
 )
 from metadial.optim import optax_update
+from metadial.sampling import pool_mean
 from metadial.stacks import BatchStack, check_stacked, first_of_stack, merge_stack, scan_stacks, stack_batches
 from metadial.weighting import Batch, PyTree, Weighting
 
@@ -225,7 +226,7 @@ class MetaReweighting:
         weights = jax.lax.stop_gradient(self.weights(params, meta_params, real_related))
         metrics = {
             "outer_loss": estimate.outer_loss,
-            "mean_weight": jnp.mean(weights),
+            "mean_weight": pool_mean(weights, real_related),
             "meta_grad_norm": optax.tree.norm(estimate.grads),
             **estimate.metrics,
         }
@@ -276,7 +277,7 @@ class MetaReweighting:
             target_batch, related_batch = batches
             weights = self.weights(params, meta_params, related_batch)
             params, opt_state, loss = self.model_update(params, opt_state, weights, target_batch, related_batch)
-            return (params, opt_state, meta_params), (loss, jnp.mean(weights))
+            return (params, opt_state, meta_params), (loss, pool_mean(weights, related_batch))
 
         if self.estimator.remat:
             one_step = jax.checkpoint(one_step)
@@ -356,7 +357,7 @@ class FrozenWeighting:
             state.params, state.opt_state, weights, target_batch, related_batch
         )
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-        return new_state, {"train_loss": loss, "mean_weight": jnp.mean(weights)}
+        return new_state, {"train_loss": loss, "mean_weight": pool_mean(weights, related_batch)}
 
     def jit_step(self) -> Callable:
         return jax.jit(self.step)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from metadial.estimators import inner_objective
-from metadial.sampling import IMPORTANCE, draw, sampling_probabilities
+from metadial.sampling import IMPORTANCE, draw, pool_mean, sampling_probabilities
 
 
 def test_probabilities_mix_the_weights_with_a_uniform_share():
@@ -39,3 +39,17 @@ def test_importance_corrected_batch_estimates_the_full_weighted_objective(normal
     biased = inner_objective(loss_fn, None, weights[idx], {}, {"loss": losses[idx]}, False, normalize)
     assert abs(float(estimate) - float(full)) < 0.01 * float(full)
     assert abs(float(biased) - float(full)) > 0.05 * float(full)
+
+
+def test_pool_mean_of_a_batch_drawn_by_weight_is_the_pools_mean_weight():
+    """Weights of a large batch drawn by weight: importance-corrected, their mean is the pool's mean weight; the
+    plain batch mean is the probability-weighted mean ``sum(q w)``, well above it."""
+    n = 50
+    weights = jax.nn.sigmoid(3 * jax.random.normal(jax.random.key(1), (n,)))
+    q = sampling_probabilities(weights, 0.1)
+    idx, importance = draw(jax.random.key(2), q, 400_000)
+    corrected = float(pool_mean(weights[idx], {IMPORTANCE: importance}))
+    plain = float(pool_mean(weights[idx], {}))
+    assert corrected == pytest.approx(float(jnp.mean(weights)), rel=0.01)
+    assert plain == pytest.approx(float(jnp.sum(q * weights)), rel=0.01)
+    assert plain > 1.2 * float(jnp.mean(weights))

@@ -19,6 +19,7 @@ from metadial import (
     weighted_mean,
 )
 from metadial.estimators import Lookahead
+from metadial.sampling import IMPORTANCE
 from tests import tiny
 
 
@@ -149,6 +150,26 @@ def test_alternate_real_update_is_a_related_update_then_a_target_update():
     tiny.assert_trees_close((new_state.params, new_state.opt_state), (expected, opt_state))
     tiny.assert_trees_close(new_state.meta_params, after_related.meta_params, rtol=1e-6, atol=0)
     assert tiny.trees_differ(expected, after_related.params)
+
+
+def test_logged_mean_weight_of_a_batch_drawn_by_weight_is_importance_corrected():
+    """``mean_weight`` estimates the related pool's mean weight: a batch drawn by weight carries importance factors
+    ``c``, and the meta step and the final-fit step both report ``mean(c w)``; without them, ``mean(w)``."""
+    table = TableWeighting(tiny.NUM_RELATED)
+    meta = MetaReweighting(tiny.loss_fn, table, optax.sgd(0.1), optax.sgd(0.5), normalize=True)
+    frozen = FrozenWeighting.of(meta)
+    target, related, outer = tiny.make_batches()
+    importance = jnp.linspace(0.2, 3.0, related["y"].shape[0])
+    logits = jnp.linspace(-2.0, 2.0, tiny.NUM_RELATED)
+    params = tiny.make_params(jax.random.key(0))
+    for batch, factors in ((related, 1.0), ({**related, IMPORTANCE: importance}, importance)):
+        state, metrics = meta.jit_step()(meta.init(params, logits), target, batch, outer)
+        w = jax.nn.sigmoid(state.meta_params[related["id"]])
+        assert float(metrics["mean_weight"]) == pytest.approx(float(jnp.mean(factors * w)), rel=1e-6)
+        _, metrics = frozen.jit_step()(frozen.init(params, logits), target, batch)
+        w = jax.nn.sigmoid(logits[related["id"]])
+        assert float(metrics["mean_weight"]) == pytest.approx(float(jnp.mean(factors * w)), rel=1e-6)
+    assert float(jnp.mean(importance * w)) != pytest.approx(float(jnp.mean(w)), rel=0.05)
 
 
 def test_frozen_weighting_trains_on_the_weighted_loss_and_leaves_the_weights_alone():
