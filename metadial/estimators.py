@@ -36,7 +36,7 @@ import optax
 
 from metadial.losses import OutputLoss
 from metadial.optim import optax_update
-from metadial.sampling import IMPORTANCE
+from metadial.sampling import importance_corrected
 from metadial.stacks import BatchStack, check_stacked, first_of_stack, map_stack, merge_stack, scan_stacks
 from metadial.weighting import Batch, PyTree, Weighting, with_losses
 
@@ -87,9 +87,7 @@ def combine_losses(
     """``inner_objective`` from the per-example losses: the weighted related loss (weights times the batch's
     importance factors, if any), plus the mean target loss unless ``target_losses`` is None."""
     _check_losses(related_losses)
-    if IMPORTANCE in related_batch:
-        weights = weights * related_batch[IMPORTANCE]
-    loss = weighted_mean(related_losses, weights, normalize)
+    loss = weighted_mean(related_losses, importance_corrected(weights, related_batch), normalize)
     if target_losses is not None:
         loss = loss + jnp.mean(target_losses)
     return loss

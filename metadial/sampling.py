@@ -42,10 +42,16 @@ def draw(key: jax.Array, probabilities: jax.Array, batch_size: int) -> tuple[jax
     return idx, 1.0 / (n * probabilities[idx])
 
 
+def importance_corrected(values: jax.Array, batch: Mapping[str, Any]) -> jax.Array:
+    """Per-example ``values`` times the batch's importance factors if it was drawn by weight (``IMPORTANCE``), else
+    ``values`` as they are: the correction that makes batch means estimate means over the whole pool."""
+    if IMPORTANCE in batch:
+        return values * batch[IMPORTANCE]
+    return values
+
+
 def pool_mean(values: jax.Array, batch: Mapping[str, Any]) -> jax.Array:
     """The mean of per-example ``values`` over the whole pool, estimated from the batch they belong to: the batch
     mean, or with a batch drawn by weight the importance-corrected ``mean(c * values)`` (the plain batch mean of
-    the weights of such a batch is ``sum(w^2) / sum(w)`` in expectation, above the pool's mean weight)."""
-    if IMPORTANCE in batch:
-        return jnp.mean(values * batch[IMPORTANCE])
-    return jnp.mean(values)
+    the weights of such a batch is ``sum(q w)`` in expectation, above the pool's mean weight)."""
+    return jnp.mean(importance_corrected(values, batch))
