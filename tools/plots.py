@@ -19,7 +19,8 @@ Makes, from whatever the workdir holds:
 
 For the converged comparison's workdir (``experiments.dialog.converged``: records with a ``row``, and
 ``weights.json``), one set per kind of related data ``<related>`` (``babi``, ``babi_profiles``):
-* ``paired_differences_<related>.png``: each row's difference to ``union`` on every profile, and its mean;
+* ``paired_differences_<related>.png``: each row's difference to ``union`` on every profile, its mean, and the
+  goal (``GOAL``, a dashed line);
 * ``by_kind_<related>.png``: each weighted row's mean learned weight per kind of related bot turn, and each row's
   test accuracy per kind of target turn minus ``union``'s on the same profile (both means over profiles; rows
   far below ``union``, as ``target_only``, left out);
@@ -221,12 +222,19 @@ def left_out(differences: dict[str, dict], far_below: float = FAR_BELOW) -> list
     return [m for m, d in differences.items() if d and np.mean(list(d.values())) < -far_below]
 
 
+GOAL = 3.0  # the converged comparison's goal: the best meta_net this many points above union, on every profile
+
+
 def paired_differences(
-    records: list[dict], out: str, name: str = "paired_differences.png", pair: str = "target_set"
+    records: list[dict],
+    out: str,
+    name: str = "paired_differences.png",
+    pair: str = "target_set",
+    goal: float | None = None,
 ) -> str | None:
     """Per method, its test per-response difference to ``union`` (points) on each replicate (one dot per
     profile, or per seed with ``pair="seed"``) and its mean (a bar); methods far below ``union`` (``left_out``)
-    are named under the figure instead."""
+    are named under the figure instead. ``goal``: a difference to mark with a dashed line."""
     differences = _differences_to_union(records, pair)
     far = left_out(differences)
     methods = [m for m in differences if m not in far]
@@ -243,6 +251,8 @@ def paired_differences(
                 ax.scatter(diffs[key], i, color=f"C{j}", s=22, label=label, zorder=3)
         ax.barh(i, np.mean(list(diffs.values())), color="0.8", height=0.6, zorder=2)
     ax.axvline(0.0, color="k", lw=0.8)
+    if goal is not None:
+        ax.axvline(goal, color="C2", lw=1.0, ls="--", label=f"goal: {goal:+g}")
     ax.set_yticks(range(len(methods)), methods)
     ax.invert_yaxis()
     xlabel = f"test per-response accuracy minus union's (points); bar: mean over {unit}"
@@ -340,7 +350,7 @@ def converged_plots(records: list[dict], weights: dict[str, list[dict]], out: st
     for sources in dict.fromkeys(r["related_sources"] for r in records):
         tag = sources.replace("+", "_")
         part = [dict(r, method=r["row"]) for r in records if r["related_sources"] == sources]
-        made.append(paired_differences(part, out, f"paired_differences_{tag}.png"))
+        made.append(paired_differences(part, out, f"paired_differences_{tag}.png", goal=GOAL))
         entries = weights.get(sources, [])
         rows = list(dict.fromkeys(e["row"] for e in entries))
         by_kind = {row: _mean_of_dicts([e["by_kind"] for e in entries if e["row"] == row]) for row in rows}
