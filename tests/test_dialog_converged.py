@@ -93,6 +93,48 @@ def test_goal_needs_every_profile_three_points_above_union():
     assert "not yet measurable" in converged.goal_text([])
 
 
+def test_the_headline_pairs_each_row_with_union_per_setting():
+    lookahead = "meta_net (lookahead)"
+    records = []
+    for i, p in enumerate(PROFILES):
+        for sources, union_acc in (("babi", 0.70), ("babi+profiles", 0.80)):
+            records.append(
+                dict(
+                    row="union",
+                    related_sources=sources,
+                    target_set=p,
+                    test_response_accuracy=union_acc,
+                    wall_seconds=100.0,
+                )
+            )
+        # +2 points on the first three profiles, -1 on the others, in 2-3x union's time; mwnet on two profiles only
+        records.append(
+            dict(
+                row=lookahead,
+                related_sources="babi",
+                target_set=p,
+                test_response_accuracy=0.72 if i < 3 else 0.69,
+                wall_seconds=200.0 + 50 * (i % 3),
+            )
+        )
+        if i < 2:
+            records.append(
+                dict(
+                    row="mwnet",
+                    related_sources="babi+profiles",
+                    target_set=p,
+                    test_response_accuracy=0.75,
+                    wall_seconds=400.0,
+                )
+            )
+    text = converged.headline(records, ["babi", "babi+profiles"])
+    assert "`union`: 70.0 ± 0.0 % with `babi`, 80.0 ± 0.0 % with `babi+profiles`." in text
+    assert f"| {lookahead} | +0.50 ± 1.50 | 3 / 6 | 2.0–3.0 | – | – | – |" in text
+    assert "| mwnet | – | – | – | -5.00 ± 0.00 | 0 / 2 | 4.0–4.0 |" in text
+    assert "| union |" not in text and "| l2rw |" not in text  # no row against itself, none without runs
+    assert converged.headline([r for r in records if r["row"] != "union"], ["babi"]) == ""
+
+
 def test_results_collect_the_sweeps_babi_rows_and_the_cells(tmp_path):
     rec = lambda method, profile, **kw: dict(
         {"method": method, "seed": 0, "target_dialogs": 100, "target_set": profile, "test_response_accuracy": 0.7},
@@ -216,11 +258,15 @@ def test_weights_by_source_and_kind_are_summarized_saved_and_drawn(tmp_path):
 
 
 def test_the_report_holds_the_committed_summary():
-    """``results/dialog_converged.md``'s block is the committed summary (``tools.publish``)."""
+    """``results/dialog_converged.md``'s block is the committed summary, the README's its headline table
+    (``tools.publish``, ``--first_table``)."""
     from pathlib import Path
 
-    from tools.publish import published_block
+    from tools.publish import headline, published_block
 
     root = Path(__file__).resolve().parents[1] / "results"
     summary = (root / "dialog_converged" / "summary.md").read_text()
     assert published_block((root / "dialog_converged.md").read_text(), "dialog_converged") == summary.strip("\n")
+    readme = (root.parent / "README.md").read_text()
+    assert published_block(readme, "dialog_converged") == headline(summary.strip("\n"))
+    assert "Δ to union" in headline(summary)

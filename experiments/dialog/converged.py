@@ -27,7 +27,9 @@ model trains on rewards dropping the related data (the model then fits those exa
 is fitted within the steps the model trains on it (its outer loss falls to about 1e-6 on ``female_elderly``).
 
 Each cell is an ordinary launcher workdir ``DIR/<related>/<profile>/<cell>``. ``DIR/results.json`` holds every
-record of the comparison (each with ``row`` and ``related_sources``); ``DIR/summary.md`` holds, per kind of
+record of the comparison (each with ``row`` and ``related_sources``); ``DIR/summary.md`` opens with the whole
+comparison in one table (``headline``: each row's paired difference to ``union``, wins and time as a multiple of
+``union``'s, per kind of related data; the README's copy: ``tools.publish --first_table``), then holds, per kind of
 related data: test per-response accuracy per profile with mean ± std, the paired difference to ``union`` (mean,
 std, wins out of 6), whether the goal (the best ``meta_net`` at least 3 points above ``union`` on average and on
 every profile) is met, when the runs stopped, and the mean learned weight per kind of turn (and, with several
@@ -57,7 +59,7 @@ from experiments.dialog.sweep import STOP_TABLE_COLUMNS, profile_tables
 from experiments.shared.cli import report, run_launcher
 from experiments.shared.config import check_flag_choices
 from experiments.shared.store import diverged_cells, run_cell
-from experiments.shared.tables import summary_table
+from experiments.shared.tables import format_mean_std, summary_table
 from metadial.data.dialog_tasks import PROFILES, RELATED_SOURCES
 from metadial.io import atomic_write_json, atomic_write_text, read_json
 
@@ -235,6 +237,47 @@ def goal_text(records: list[dict]) -> str:
     )
 
 
+def _against_union(pairs: list[tuple[dict, dict]]) -> list[str]:
+    """Paired difference to ``union`` (mean ± std, points), wins, and time as a multiple of ``union``'s
+    (lowest–highest) over ``pairs`` of (record, ``union``'s record on the same profile)."""
+    if not pairs:
+        return ["–"] * 3
+    diffs = [100 * a["test_response_accuracy"] - 100 * u["test_response_accuracy"] for a, u in pairs]
+    ratios = [a["wall_seconds"] / u["wall_seconds"] for a, u in pairs]
+    time = f"{min(ratios):.1f}–{max(ratios):.1f}" if len(ratios) > 1 else f"{ratios[0]:.1f}"
+    return [f"{np.mean(diffs):+.2f} ± {np.std(diffs):.2f}", f"{sum(d > 0 for d in diffs)} / {len(diffs)}", time]
+
+
+def headline(records: list[dict], related: list[str]) -> str:
+    """The comparison in one table: per row and kind of related data, its paired difference to ``union`` (mean ±
+    std over the profiles where both ran), its wins, and its wall time as a multiple of ``union``'s (lowest–highest
+    over those profiles); ``union``'s own accuracy above it. "" before any ``union`` run."""
+    by = {(r["related_sources"], r["row"], r["target_set"]): r for r in records}
+    union = [
+        f"{format_mean_std([r['test_response_accuracy'] for k, r in by.items() if k[:2] == (s, 'union')], 100, 1)} % "
+        f"with `{s}`"
+        for s in related
+        if (s, "union") in {k[:2] for k in by}
+    ]
+    if not union:
+        return ""
+    text = (
+        "Each row against `union` on the same profile: paired difference in test per-response accuracy (points; "
+        "mean ± std over the profiles where both ran), wins (profiles where it beats `union`) and wall time as a "
+        f"multiple of `union`'s (lowest–highest over those profiles). `union`: {', '.join(union)}.\n\n"
+    )
+    header = ["row"] + [f"{h} (`{s}`)" for s in related for h in ("Δ to union", "wins", "time × union")]
+    text += "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
+    for row in [r for r in ROWS if r != "union"]:
+        cells = [row]
+        for s in related:
+            ran = [p for p in PROFILES if (s, row, p) in by and (s, "union", p) in by]
+            cells += _against_union([(by[(s, row, p)], by[(s, "union", p)]) for p in ran])
+        if any(c != "–" for c in cells[1:]):
+            text += "| " + " | ".join(cells) + " |\n"
+    return text
+
+
 def summarize(
     config: ml_collections.ConfigDict, workdir: str, sweep: str, related: list[str], weights: dict[str, list[dict]]
 ) -> str:
@@ -244,6 +287,8 @@ def summarize(
         "Converged dialog comparison at 100 target dialogs per profile (one seed; the profiles are the replicates): "
         f"{train.budget_text(config)}.\n"
     )
+    summary = headline(records, related)
+    text += f"\n{summary}" if summary else ""
     for sources in related:
         part = [dict(r, method=r["row"]) for r in records if r["related_sources"] == sources]
         title = "bAbI task 5" if sources == "babi" else "bAbI task 5 and 1000 dialogs of the other five profiles"
