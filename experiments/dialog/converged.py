@@ -62,6 +62,7 @@ from experiments.shared.store import diverged_cells, run_cell
 from experiments.shared.tables import format_mean_std, summary_table
 from metadial.data.dialog_tasks import PROFILES, RELATED_SOURCES
 from metadial.io import atomic_write_json, atomic_write_text, read_json
+from tools.plots import GOAL  # the goal: the best meta_net this many points above union
 
 SWEEP_METHODS = ("target_only", "union", "pretrain_finetune", "l2rw", "meta_net")  # the sweep's, reused for babi
 BASE_METHODS = ("union", "pretrain_finetune", "l2rw", "meta_net")  # run here with babi+profiles
@@ -86,7 +87,6 @@ ROWS = [
     "meta_net (implicit, Gauss-Newton, weighted, held out, final fit)",
     "meta_net (trajectory, held out, final fit)",
 ]
-GOAL_POINTS = 3.0
 
 
 def row_name(record: dict) -> str:
@@ -216,7 +216,7 @@ def weight_tables(entries: list[dict]) -> str:
 
 
 def goal_text(records: list[dict]) -> str:
-    """Whether the best meta_net (by mean over profiles) beats union by GOAL_POINTS on average and on every profile."""
+    """Whether the best meta_net (by mean over profiles) beats union by GOAL on average and on every profile."""
     acc = {(r["row"], r["target_set"]): 100 * r["test_response_accuracy"] for r in records}
     union = {p: acc[("union", p)] for p in PROFILES if ("union", p) in acc}
     best, best_mean, best_diffs = None, -np.inf, []
@@ -228,10 +228,10 @@ def goal_text(records: list[dict]) -> str:
             best, best_mean, best_diffs = row, float(np.mean(diffs)), diffs
     if best is None:
         return "Goal: not yet measurable (no meta_net run paired with union).\n"
-    met = len(best_diffs) == len(PROFILES) and best_mean >= GOAL_POINTS and min(best_diffs) >= GOAL_POINTS
+    met = len(best_diffs) == len(PROFILES) and best_mean >= GOAL and min(best_diffs) >= GOAL
     where = f"{len(best_diffs)} of {len(PROFILES)} profiles"
     return (
-        f"Goal (best `meta_net` ≥ {GOAL_POINTS:.0f} points above `union` on average and on every profile): "
+        f"Goal (best `meta_net` ≥ {GOAL:.0f} points above `union` on average and on every profile): "
         f"{'met' if met else 'not met'}. Best: `{best}`, {best_mean:+.2f} points on average over {where} "
         f"(worst profile {min(best_diffs):+.2f}).\n"
     )
@@ -253,12 +253,8 @@ def headline(records: list[dict], related: list[str]) -> str:
     std over the profiles where both ran), its wins, and its wall time as a multiple of ``union``'s (lowest–highest
     over those profiles); ``union``'s own accuracy above it. "" before any ``union`` run."""
     by = {(r["related_sources"], r["row"], r["target_set"]): r for r in records}
-    union = [
-        f"{format_mean_std([r['test_response_accuracy'] for k, r in by.items() if k[:2] == (s, 'union')], 100, 1)} % "
-        f"with `{s}`"
-        for s in related
-        if (s, "union") in {k[:2] for k in by}
-    ]
+    union_accuracy = {s: [r["test_response_accuracy"] for k, r in by.items() if k[:2] == (s, "union")] for s in related}
+    union = [f"{format_mean_std(acc, 100, 1)} % with `{s}`" for s, acc in union_accuracy.items() if acc]
     if not union:
         return ""
     text = (
