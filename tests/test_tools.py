@@ -299,3 +299,52 @@ def test_pack_runs_carries_only_the_unfinished_runs_latest_checkpoint(tmp_path, 
     got = restored.restore(20, trees["union-100-seed1", 20])
     np.testing.assert_array_equal(got["w"], trees["union-100-seed1", 20]["w"])
     assert not (workdir / "checkpoints/meta_net-100-seed0").exists()
+
+
+def test_gpu_report_pairs_each_gpu_run_with_the_cpu_run_of_the_same_method(tmp_path):
+    from tools.gpu_report import BENCH_FILE, report
+
+    def bench(device, union_ms, meta_ms, estimators):
+        return {
+            "device": device,
+            "jax": "0",
+            "cpu_count": 2,
+            "target_set": "female_elderly",
+            "target_candidates": 7,
+            "dev_eval_seconds": 1.0,
+            "methods": {"union": {"step_ms": union_ms}, "meta_net": {"step_ms": meta_ms}},
+            "estimators": {name: {"step_ms": meta_ms} for name in estimators},
+        }
+
+    def record(method, accuracy, seconds):
+        return {"method": method, "test_response_accuracy": accuracy, "best_step": 5, "stopped_step": 9,
+                "wall_seconds": seconds}  # fmt: skip
+
+    (tmp_path / BENCH_FILE).write_text(json.dumps(bench("GPU", 2.0, 3.0, ["lookahead", "implicit-gn"])))
+    (tmp_path / "cpu.json").write_text(json.dumps(bench("cpu", 8.0, 20.0, ["lookahead"])))
+    (tmp_path / "meta_net").mkdir()
+    (tmp_path / "meta_net/results.json").write_text(json.dumps([record("meta_net", 0.75, 100.0)]))
+    (tmp_path / "cpu_runs.json").write_text(json.dumps([record("union", 0.7, 50.0), record("meta_net", 0.77, 1000.0)]))
+    text = report(str(tmp_path), str(tmp_path / "cpu.json"), str(tmp_path / "cpu_runs.json"))
+    # step times: CPU/GPU speed-up, and the multiple of union's step on each
+    assert "| union | 8.00 | 2.00 | 4.0 | 1.00 | 1.00 |" in text
+    assert "| meta_net | 20.00 | 3.00 | 6.7 | 2.50 | 1.50 |" in text
+    assert "| meta_net (implicit-gn) | — | 3.00 | — | — | 1.50 |" in text  # timed on the GPU alone
+    # the GPU's meta_net run beside the CPU's meta_net run (not union's), with the wall-time ratio
+    assert "| meta_net | 2 CPU cores | 77.00 | 5 | 9 | 1000 |" in text
+    assert "| meta_net | GPU | 75.00 | 5 | 9 | 100 (10.0× faster) |" in text
+    assert "union | 2 CPU cores" not in text
+
+
+def test_the_gpu_table_regenerates_from_the_committed_runs_and_is_the_readmes():
+    from tools.gpu_report import BENCH_FILE, report
+    from tools.publish import published_block
+
+    gpu = ROOT / "results/dialog_gpu"
+    text = report(
+        str(gpu),
+        str(ROOT / "results/bench" / BENCH_FILE),
+        str(ROOT / "results/dialog_sweep/profiles/female_elderly/results.json"),
+    )
+    assert text == (gpu / "summary.md").read_text()
+    assert published_block((ROOT / "README.md").read_text(), "dialog_gpu") == text.strip("\n")
