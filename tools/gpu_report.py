@@ -25,6 +25,7 @@ BENCH_FILE = "dialog_bench_female_elderly.json"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A markdown table of string cells."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
@@ -80,6 +81,8 @@ def run_rows(cpu_records: list[dict], gpu_records: list[dict], device: str) -> l
 
 
 def report(gpu_dir: str, cpu_bench_path: str, cpu_runs_path: str) -> str:
+    """The markdown of ``summary.md``: the step-time table, the dev evaluation, and the converged runs of
+    ``gpu_dir`` beside the CPU records in ``cpu_runs_path``."""
     gpu = read_json(os.path.join(gpu_dir, BENCH_FILE))
     cpu = read_json(cpu_bench_path)
     text = (
