@@ -93,6 +93,24 @@ def test_goal_needs_every_profile_three_points_above_union():
     assert "not yet measurable" in converged.goal_text([])
 
 
+def test_cap_counts_the_runs_that_reached_the_end_of_their_budget_and_the_meta_phases_apart():
+    implicit = "meta_net (implicit, Gauss-Newton, weighted, held out, final fit)"
+    stop = lambda step, gain=None: {"stopped_step": step, "train_steps": 100, "late_dev_gain": gain}
+    records = [
+        {"row": "union", **stop(100, 0.004)},
+        {"row": "union", **stop(100, 0.002)},
+        {"row": "union", **stop(60, 0.5)},  # stopped early: its gain is not the cap's
+        {"row": implicit, **stop(100), "before_refit": stop(50)},  # fit to the cap, meta phase stopped early
+        {"row": implicit, **stop(80), "before_refit": stop(100)},
+    ]
+    assert converged.cap_text(records, 20) == (
+        "Runs that reached the end of the budget instead of stopping early (not shown to have converged); with how "
+        "much their best dev per-response accuracy rose over their last 20 evaluations (points, mean): "
+        f"`union` 2 of 3, dev +0.30; `{implicit}` 1 of 2, meta phase 1 of 2.\n"
+    )
+    assert converged.cap_text([]) == ""
+
+
 def test_the_headline_pairs_each_row_with_union_per_setting():
     lookahead = "meta_net (lookahead)"
     records = []
@@ -190,6 +208,8 @@ def test_a_partial_command_runs_its_cells_and_keeps_every_finished_record(tmp_pa
         "target_dialogs": 100,
         "target_set": "male_young",
         "test_response_accuracy": 0.7,
+        "stopped_step": 90,
+        "train_steps": 100,
     }
     (cell / "results.json").write_text(json.dumps([record]))
     converged.run(get_config(), str(out), str(tmp_path / "sweep"), ["babi"], profiles=["female_young"])

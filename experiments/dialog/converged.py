@@ -55,7 +55,7 @@ from absl import flags
 
 from experiments.dialog import train
 from experiments.dialog.estimators import FIXED_FOLD_AND_REFIT, TRAJECTORY
-from experiments.dialog.sweep import STOP_TABLE_COLUMNS, profile_tables
+from experiments.dialog.sweep import STOP_TABLE_COLUMNS, profile_tables, with_late_dev_gain
 from experiments.shared.cli import report, run_launcher
 from experiments.shared.config import check_flag_choices
 from experiments.shared.store import diverged_cells, run_cell
@@ -143,22 +143,23 @@ def _tagged(records: list[dict], sources: str, keep: tuple[str, ...] | None = No
     return [dict(r, row=row_name(r), related_sources=sources) for r in records if keep is None or r["method"] in keep]
 
 
-def collect(workdir: str, sweep: str, related: list[str]) -> list[dict]:
+def collect(workdir: str, sweep: str, related: list[str], late_evaluations: int = 0) -> list[dict]:
     """Every finished record of the comparison (with ``row`` and ``related_sources``); ``target_only``'s babi runs
-    also serve the babi+profiles table."""
+    also serve the babi+profiles table. With ``late_evaluations``, each also carries its ``late_dev_gain`` over
+    that many last evaluations (``sweep.with_late_dev_gain``)."""
+
+    def tagged(folder: str, sources: str, keep: tuple[str, ...] | None = None) -> list[dict]:
+        path = os.path.join(folder, "results.json")
+        found = _tagged(read_json(path), sources, keep) if os.path.exists(path) else []
+        return with_late_dev_gain(found, folder, late_evaluations) if found and late_evaluations else found
+
     records: list[dict] = []
     for profile in PROFILES:
-        path = os.path.join(sweep, "profiles", profile, "results.json")
-        sweep_records = read_json(path) if os.path.exists(path) else []
         for sources in related:
-            if sources == "babi":
-                records += _tagged(sweep_records, sources, SWEEP_METHODS)
-            else:
-                records += _tagged(sweep_records, sources, ("target_only",))
+            keep = SWEEP_METHODS if sources == "babi" else ("target_only",)
+            records += tagged(os.path.join(sweep, "profiles", profile), sources, keep)
             for name in CELLS:
-                path = os.path.join(workdir, sources, profile, name, "results.json")
-                if os.path.exists(path):
-                    records += _tagged(read_json(path), sources)
+                records += tagged(os.path.join(workdir, sources, profile, name), sources)
     return records
 
 
@@ -237,6 +238,40 @@ def goal_text(records: list[dict]) -> str:
     )
 
 
+def cap_text(records: list[dict], evaluations: int = 0) -> str:
+    """One sentence: per row, how many runs ran to the end of their step budget (the epoch cap) instead of being
+    stopped early, so are not shown to have converged, and how much those runs' best dev score still rose over
+    their last ``evaluations`` evaluations (records' ``late_dev_gain``, mean); for the rows with a final fit, all
+    this is that fit's, and their meta phase (``before_refit``) is counted apart."""
+    counts = []
+    for row in ROWS:
+        runs = [r for r in records if r["row"] == row]
+        if not runs:
+            continue
+        capped = [r for r in runs if r["stopped_step"] >= r["train_steps"]]
+        text = f"`{row}` {len(capped)} of {len(runs)}"
+        gains = [100 * r["late_dev_gain"] for r in capped if r.get("late_dev_gain") is not None]
+        if evaluations and gains:
+            text += f", dev {np.mean(gains):+.2f}"
+        phases = [r["before_refit"]["stopped_step"] >= r["train_steps"] for r in runs if r.get("before_refit")]
+        if phases:
+            text += f", meta phase {sum(phases)} of {len(phases)}"
+        counts.append(text)
+    if not counts:
+        return ""
+    gain = (
+        f"; with how much their best dev per-response accuracy rose over their last {evaluations} evaluations "
+        "(points, mean)"
+        if evaluations
+        else ""
+    )
+    return (
+        f"Runs that reached the end of the budget instead of stopping early (not shown to have converged){gain}: "
+        + "; ".join(counts)
+        + ".\n"
+    )
+
+
 def _against_union(pairs: list[tuple[dict, dict]]) -> list[str]:
     """Paired difference to ``union`` (mean ± std, points), wins, and time as a multiple of ``union``'s
     (lowest–highest) over ``pairs`` of (record, ``union``'s record on the same profile)."""
@@ -278,7 +313,7 @@ def summarize(
     config: ml_collections.ConfigDict, workdir: str, sweep: str, related: list[str], weights: dict[str, list[dict]]
 ) -> str:
     """The comparison's tables from every finished run (``weights``: ``weight_rows`` per kind of related data)."""
-    records = collect(workdir, sweep, related)
+    records = collect(workdir, sweep, related, late_evaluations=config.patience)
     text = (
         "Converged dialog comparison at 100 target dialogs per profile (one seed; the profiles are the replicates): "
         f"{train.budget_text(config)}.\n"
@@ -300,6 +335,7 @@ def summarize(
         text += "\n" + goal_text([dict(r, row=r["method"]) for r in part])
         text += "\nWhen each run stopped (steps; mean ± std over profiles):\n\n"
         text += summary_table(part, ["method"], STOP_TABLE_COLUMNS)
+        text += "\n" + cap_text([dict(r, row=r["method"]) for r in part], config.patience)
         by_kind = train.kind_accuracy_table(part, ["method"])
         if by_kind:
             text += "\nTest per-response accuracy (%) by kind of target bot turn (mean ± std over profiles):\n\n"

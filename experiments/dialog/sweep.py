@@ -225,6 +225,22 @@ def summarize(
     return text
 
 
+def with_late_dev_gain(records: list[dict], folder: str, evaluations: int) -> list[dict]:
+    """``records`` with their ``late_dev_gain`` over their last ``evaluations`` evaluations, from ``folder``'s
+    ``metrics.jsonl`` (unchanged without one); a record with a final fit (``before_refit``) is measured on that
+    fit's evaluations (its lines' method is the record's with ``-refit``)."""
+    metrics_path = os.path.join(folder, "metrics.jsonl")
+    if not os.path.exists(metrics_path):
+        return records
+    with open(metrics_path) as f:
+        metrics = [json.loads(line) for line in f]
+    out = []
+    for r in records:
+        measured = dict(r, method=r["method"] + "-refit") if "before_refit" in r else r
+        out.append(dict(r, late_dev_gain=late_dev_gain(metrics, measured, evaluations)))
+    return out
+
+
 def finished_records(workdir: str, runs: list[tuple[str, ml_collections.ConfigDict]]) -> dict[str, list[dict]]:
     """The finished records of every part under ``workdir`` (part -> records), as far as they have run; each
     with ``late_dev_gain`` (see ``late_dev_gain``; over its ``late_evaluations``), not saved."""
@@ -232,12 +248,8 @@ def finished_records(workdir: str, runs: list[tuple[str, ml_collections.ConfigDi
     for sub, c in runs:
         path = os.path.join(workdir, sub, "results.json")
         records = read_json(path) if os.path.exists(path) else []
-        metrics_path = os.path.join(workdir, sub, "metrics.jsonl")
-        if records and os.path.exists(metrics_path):
-            with open(metrics_path) as f:
-                metrics = [json.loads(line) for line in f]
-            window = late_evaluations(records, c.patience)
-            records = [dict(r, late_dev_gain=late_dev_gain(metrics, r, window)) for r in records]
+        if records:
+            records = with_late_dev_gain(records, os.path.join(workdir, sub), late_evaluations(records, c.patience))
         results.setdefault(sub.split(os.sep)[0], []).extend(records)
     return results
 
