@@ -313,7 +313,7 @@ def summarize(
     config: ml_collections.ConfigDict, workdir: str, sweep: str, related: list[str], weights: dict[str, list[dict]]
 ) -> str:
     """The comparison's tables from every finished run (``weights``: ``weight_rows`` per kind of related data)."""
-    records = collect(workdir, sweep, related, late_evaluations=config.patience)
+    records = collect(workdir, sweep, related, late_evaluations=int(config.patience))
     text = (
         "Converged dialog comparison at 100 target dialogs per profile (one seed; the profiles are the replicates): "
         f"{train.budget_text(config)}.\n"
@@ -335,7 +335,7 @@ def summarize(
         text += "\n" + goal_text([dict(r, row=r["method"]) for r in part])
         text += "\nWhen each run stopped (steps; mean ± std over profiles):\n\n"
         text += summary_table(part, ["method"], STOP_TABLE_COLUMNS)
-        text += "\n" + cap_text([dict(r, row=r["method"]) for r in part], config.patience)
+        text += "\n" + cap_text([dict(r, row=r["method"]) for r in part], int(config.patience))
         by_kind = train.kind_accuracy_table(part, ["method"])
         if by_kind:
             text += "\nTest per-response accuracy (%) by kind of target bot turn (mean ± std over profiles):\n\n"
