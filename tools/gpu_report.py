@@ -32,26 +32,19 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def step_rows(cpu: dict, gpu: dict) -> list[list[str]]:
     """One row per method, then per estimator of ``meta_net``, of the GPU bench (with the CPU bench's time where it
-    has the same step)."""
+    has the same step; "—" where it has not)."""
+    cpu_union, gpu_union = cpu["methods"]["union"]["step_ms"], gpu["methods"]["union"]["step_ms"]
     rows = []
     for part, label in (("methods", "{}"), ("estimators", "meta_net ({})")):
-        cpu_union, gpu_union = cpu["methods"]["union"]["step_ms"], gpu["methods"]["union"]["step_ms"]
         for name, timing in gpu.get(part, {}).items():
             gpu_ms = timing["step_ms"]
-            if name not in cpu.get(part, {}):  # timed on the GPU only
-                rows.append([label.format(name), "—", f"{gpu_ms:.2f}", "—", "—", f"{gpu_ms / gpu_union:.2f}"])
-                continue
-            cpu_ms = cpu[part][name]["step_ms"]
-            rows.append(
-                [
-                    label.format(name),
-                    f"{cpu_ms:.2f}",
-                    f"{gpu_ms:.2f}",
-                    f"{cpu_ms / gpu_ms:.1f}",
-                    f"{cpu_ms / cpu_union:.2f}",
-                    f"{gpu_ms / gpu_union:.2f}",
-                ]
-            )
+            cpu_ms = cpu.get(part, {}).get(name, {}).get("step_ms")
+            if cpu_ms is None:
+                cpu_cells = ["—"] * 3
+            else:
+                cpu_cells = [f"{cpu_ms:.2f}", f"{cpu_ms / gpu_ms:.1f}", f"{cpu_ms / cpu_union:.2f}"]
+            ms, speed_up, cpu_ratio = cpu_cells
+            rows.append([label.format(name), ms, f"{gpu_ms:.2f}", speed_up, cpu_ratio, f"{gpu_ms / gpu_union:.2f}"])
     return rows
 
 

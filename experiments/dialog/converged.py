@@ -148,18 +148,18 @@ def collect(workdir: str, sweep: str, related: list[str], late_evaluations: int 
     also serve the babi+profiles table. With ``late_evaluations``, each also carries its ``late_dev_gain`` over
     that many last evaluations (``sweep.with_late_dev_gain``)."""
 
-    def tagged(folder: str, sources: str, keep: tuple[str, ...] | None = None) -> list[dict]:
+    def finished(folder: str) -> list[dict]:
         path = os.path.join(folder, "results.json")
-        found = _tagged(read_json(path), sources, keep) if os.path.exists(path) else []
+        found = read_json(path) if os.path.exists(path) else []
         return with_late_dev_gain(found, folder, late_evaluations) if found and late_evaluations else found
 
     records: list[dict] = []
     for profile in PROFILES:
+        sweep_records = finished(os.path.join(sweep, "profiles", profile))  # read once, for every kind of related data
         for sources in related:
-            keep = SWEEP_METHODS if sources == "babi" else ("target_only",)
-            records += tagged(os.path.join(sweep, "profiles", profile), sources, keep)
+            records += _tagged(sweep_records, sources, SWEEP_METHODS if sources == "babi" else ("target_only",))
             for name in CELLS:
-                records += tagged(os.path.join(workdir, sources, profile, name), sources)
+                records += _tagged(finished(os.path.join(workdir, sources, profile, name)), sources)
     return records
 
 
@@ -332,10 +332,10 @@ def summarize(
         for profile in PROFILES:
             for name, step in diverged_cells(os.path.join(workdir, sources, profile), CELLS):
                 text += f"\n`{name}` on `{profile}` diverged: non-finite values at step {step} (no record).\n"
-        text += "\n" + goal_text([dict(r, row=r["method"]) for r in part])
+        text += "\n" + goal_text(part)  # part's records carry their row as both row and method
         text += "\nWhen each run stopped (steps; mean ± std over profiles):\n\n"
         text += summary_table(part, ["method"], STOP_TABLE_COLUMNS)
-        text += "\n" + cap_text([dict(r, row=r["method"]) for r in part], int(config.patience))
+        text += "\n" + cap_text(part, int(config.patience))
         by_kind = train.kind_accuracy_table(part, ["method"])
         if by_kind:
             text += "\nTest per-response accuracy (%) by kind of target bot turn (mean ± std over profiles):\n\n"
