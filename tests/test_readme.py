@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# the docs whose commands people copy
+DOCS = ("README.md", "results/README.md", "results/dialog.md", "results/dialog_converged.md")
 
 
 def readme_example(name: str = "example") -> str:
@@ -42,9 +44,19 @@ def test_trainstate_loop_equals_the_library_step(capsys):
 
 
 def test_every_python_module_the_docs_run_exists():
-    for doc in ("README.md", "results/README.md", "results/dialog.md", "results/dialog_converged.md"):
+    for doc in DOCS:
         for module in re.findall(r"python -m ([\w.]+)", (ROOT / doc).read_text()):
             if module in ("pytest", "pip", "venv"):
                 continue
             path = ROOT / module.replace(".", "/")
             assert path.with_suffix(".py").exists() or (path / "__main__.py").exists(), (doc, module)
+
+
+def test_every_command_in_the_docs_bash_blocks_starts_its_own_line():
+    """Two commands run together on one line (a lost newline) would be copied and run as one broken command."""
+    starts_a_command = re.compile(r"(&&|;|\||\(|time)\s*$")
+    for doc in DOCS:
+        for block in re.findall(r"```bash\n(.*?)```", (ROOT / doc).read_text(), re.S):
+            for match in re.finditer(r"python -m ", block):
+                before = block[: match.start()].rsplit("\n", 1)[-1]
+                assert not before.strip() or starts_a_command.search(before), (doc, before + "python -m ...")
