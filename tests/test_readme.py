@@ -54,7 +54,7 @@ def test_every_python_module_the_docs_run_exists():
 
 def test_every_command_in_the_docs_bash_blocks_starts_its_own_line():
     """Two commands run together on one line (a lost newline) would be copied and run as one broken command."""
-    starts_a_command = re.compile(r"(&&|;|\||\(|time)\s*$")
+    starts_a_command = re.compile(r"(&&|;|\||\(|\btime)\s*$")
     for doc in DOCS:
         for block in re.findall(r"```bash\n(.*?)```", (ROOT / doc).read_text(), re.S):
             for match in re.finditer(r"python -m ", block):
